@@ -1,0 +1,128 @@
+"""All of the A3C math, as pure functions on time-major `[T, B]` tensors.
+
+Notation (Mnih et al. 2016, arXiv 1602.01783, Algorithm S3; Schulman et al. 2016 for GAE):
+  s_t, a_t, r_t   state, action, reward of step t of a rollout, t = 0..T-1
+  V(s)            the value head
+  terminated_t    the episode (or, with episodic life, a life) ended at step t: no value after it, so
+                  no bootstrap.
+  truncated_t     the time limit cut the episode at step t: the state after it still has a value, so
+                  bootstrap from V(s_{t+1}) (the vector env returns the final observation at that step).
+  valid_t         False for the reset transition a NEXT_STEP-autoreset vector env emits right after an
+                  episode end: its action was ignored, so it must not enter the loss.
+
+Targets are wrapped in stop_gradient: the policy gradient must not flow into the value head through the
+advantage, and the value regression target is a constant.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def _check_time_major(**tensors):
+    for name, x in tensors.items():
+        tf.debugging.assert_rank(x, 2, message=f"{name} must be time-major [T, B]")
+
+
+def next_values(values: tf.Tensor, bootstrap_value: tf.Tensor) -> tf.Tensor:
+    """V(s_{t+1}) for every step: values shifted by one, with V(s_T) appended.
+
+    values: [T, B] float32, V(s_t).  bootstrap_value: [B] float32, V(s_T).  Returns [T, B] float32.
+    """
+    return tf.concat([values[1:], bootstrap_value[None]], axis=0)
+
+
+def n_step_returns(rewards, terminated, truncated, values, bootstrap_value, gamma):
+    """A3C's n-step discounted returns with bootstrap (paper, Algorithm S3):
+
+        R_T = V(s_T);  R_t = r_t + gamma * R_{t+1}, restarted at episode boundaries:
+        terminated_t -> R_t = r_t;   truncated_t -> R_t = r_t + gamma * V(s_{t+1}).
+
+    Args:
+      rewards: [T, B] float32 (already clipped if clipping is on).
+      terminated, truncated: [T, B] bool.
+      values: [T, B] float32, V(s_t) (only read at truncation points, through next_values).
+      bootstrap_value: [B] float32, V(s_T).
+      gamma: float discount.
+    Returns:
+      [T, B] float32 returns, under stop_gradient.
+    """
+    _check_time_major(rewards=rewards, terminated=terminated, truncated=truncated, values=values)
+    not_terminated = 1.0 - tf.cast(terminated, tf.float32)
+    truncated_f = tf.cast(truncated, tf.float32)
+    v_next = next_values(values, bootstrap_value)
+
+    def step(return_next, inputs):
+        r, nt, tr, vn = inputs
+        continuation = tr * vn + (1.0 - tr) * return_next
+        return r + gamma * nt * continuation
+
+    returns = tf.scan(step, (rewards, not_terminated, truncated_f, v_next),
+                      initializer=bootstrap_value, reverse=True)
+    return tf.stop_gradient(returns)
+
+
+def gae_advantages(rewards, terminated, truncated, values, bootstrap_value, gamma, lambda_):
+    """Generalised advantage estimation, GAE(gamma, lambda):
+
+        delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)
+        A_t     = delta_t + gamma * lambda * (1 - terminated_t) * (1 - truncated_t) * A_{t+1},   A_T = 0
+
+    lambda = 1 gives A_t = R_t - V(s_t) with R_t the n-step return above (plain A3C).
+
+    Args/shapes as n_step_returns, plus lambda_: float.
+    Returns:
+      (advantages [T, B] float32, value_targets [T, B] float32 = advantages + values), under stop_gradient.
+    """
+    _check_time_major(rewards=rewards, terminated=terminated, truncated=truncated, values=values)
+    not_terminated = 1.0 - tf.cast(terminated, tf.float32)
+    not_done = not_terminated * (1.0 - tf.cast(truncated, tf.float32))
+    deltas = rewards + gamma * not_terminated * next_values(values, bootstrap_value) - values
+
+    def step(adv_next, inputs):
+        delta, nd = inputs
+        return delta + gamma * lambda_ * nd * adv_next
+
+    advantages = tf.scan(step, (deltas, not_done), initializer=tf.zeros_like(bootstrap_value), reverse=True)
+    return tf.stop_gradient(advantages), tf.stop_gradient(advantages + values)
+
+
+def _masked_mean(x, mask):
+    mask = tf.cast(mask, tf.float32)
+    return tf.reduce_sum(x * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+def policy_loss(logits, actions, advantages, valid):
+    """-E[log pi(a_t | s_t) * A_t] over valid steps.
+
+    logits: [T, B, A] float32; actions: [T, B] int32; advantages: [T, B] float32; valid: [T, B] bool.
+    Returns a float32 scalar.
+    """
+    _check_time_major(actions=actions, advantages=advantages, valid=valid)
+    log_prob = -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=actions, logits=logits)
+    return -_masked_mean(log_prob * tf.stop_gradient(advantages), valid)
+
+
+def value_loss(values, value_targets, valid):
+    """E[0.5 * (G_t - V(s_t))^2] over valid steps. values, value_targets: [T, B] float32. Scalar."""
+    _check_time_major(values=values, value_targets=value_targets, valid=valid)
+    return _masked_mean(0.5 * tf.square(tf.stop_gradient(value_targets) - values), valid)
+
+
+def entropy(logits, valid):
+    """E[H(pi(.|s_t))] over valid steps, in nats. logits: [T, B, A]. Scalar."""
+    log_p = tf.nn.log_softmax(logits)
+    return _masked_mean(-tf.reduce_sum(tf.exp(log_p) * log_p, axis=-1), valid)
+
+
+def a3c_loss(logits, values, actions, rewards, terminated, truncated, valid, bootstrap_value,
+             gamma, lambda_, value_coef, entropy_beta):
+    """The A3C objective: policy + value_coef * value - entropy_beta * entropy.
+
+    Returns (total scalar, dict of the parts and the mean advantage).
+    """
+    advantages, targets = gae_advantages(rewards, terminated, truncated, values, bootstrap_value, gamma, lambda_)
+    pl = policy_loss(logits, actions, advantages, valid)
+    vl = value_loss(values, targets, valid)
+    ent = entropy(logits, valid)
+    total = pl + value_coef * vl - entropy_beta * ent
+    return total, {"policy": pl, "value": vl, "entropy": ent, "advantage": _masked_mean(advantages, valid)}

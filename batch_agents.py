@@ -1,0 +1,175 @@
+"""A batch of agents: one vectorized Atari env stepped in one call, and `[T, B]` rollout collection.
+
+Each learner thread owns one BatchAgents. Only observations go to the shared network and only actions come
+back; everything else (episode bookkeeping, masks) is NumPy on the host.
+
+Two traps of ale_py's AtariVectorEnv are handled here:
+  * it clips rewards by default - we turn that off so raw game scores are logged, and the trainer clips;
+  * it autoresets in NEXT_STEP mode: the step after an episode end ignores the action, returns reward 0 and
+    the first observation of the new episode. That transition is marked `valid=False` and never enters the
+    loss; the observation returned AT the end step is the true final observation, so a truncated episode
+    can bootstrap from V(final observation).
+Episodic life (training only) is done here, not in the env: ale_py's own `episodic_life` restarts the whole
+game at every life loss, which would hide later game states from the agent. Instead a life loss is marked
+`terminated` (no bootstrap across it) while the game continues.
+"""
+from __future__ import annotations
+
+import re
+import time
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from hparams import ConfigError, HParams
+
+
+class Rollout(NamedTuple):
+    """T steps of B envs, time-major. Rewards are raw (unclipped)."""
+    obs: np.ndarray  # [T, B, 4, 84, 84] uint8, s_t
+    actions: np.ndarray  # [T, B] int32, a_t
+    rewards: np.ndarray  # [T, B] float32, r_t (raw game score change)
+    terminated: np.ndarray  # [T, B] bool, game over (or life lost, with episodic life) at step t
+    truncated: np.ndarray  # [T, B] bool, time limit hit at step t
+    valid: np.ndarray  # [T, B] bool, False for autoreset transitions
+    resets: np.ndarray  # [T, B] bool, s_t is the first state of an episode (recurrent state is zeroed)
+    initial_state: np.ndarray  # [B, S] float32, recurrent state before step 0
+    bootstrap_value: np.ndarray  # [B] float32, V(s_T) from the policy at collection time
+
+
+class EpisodeStats(NamedTuple):
+    returns: list  # raw episode returns of episodes that ended during the rollout
+    lengths: list  # their lengths in agent steps
+
+
+# policy(obs [B,4,84,84] uint8, state [B,S] f32, reset [B] bool, seed [2] int32) -> (actions [B] int32,
+# values [B] f32, new_state [B,S] f32), all NumPy-convertible.
+PolicyFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple]
+
+
+def rom_name(env_id: str) -> str:
+    """`ALE/Pong-v5`, `PongNoFrameskip-v4`, `Pong` or `pong` -> `pong` (ale_py ROM id)."""
+    name = env_id.split("/")[-1]
+    name = re.sub(r"(NoFrameskip|Deterministic)?-v\d+$", "", name)
+    if not name.islower():
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    return name
+
+
+def check_env_id(env_id: str) -> str:
+    from ale_py import roms
+    name = rom_name(env_id)
+    if name not in roms.get_all_rom_ids():
+        raise ConfigError(f"unknown env id {env_id!r}: no Atari ROM named {name!r} ships with ale-py; "
+                          f"use e.g. ALE/Pong-v5 or ALE/Breakout-v5")
+    return name
+
+
+def make_vector_env(hp: HParams, num_envs: int, *, rgb: bool = False, num_threads: int | None = None):
+    """The AtariVectorEnv for hp's settings. `rgb=True` gives full 210x160 RGB frames (for videos) from an
+    otherwise identical env: seeded alike and fed the same actions, it plays the same game step by step."""
+    from ale_py import AtariVectorEnv
+    image = dict(img_height=210, img_width=160, grayscale=False, stack_num=1, maxpool=False) if rgb else {}
+    return AtariVectorEnv(
+        check_env_id(hp.env_id), num_envs,
+        frameskip=hp.frameskip, repeat_action_probability=hp.repeat_action_probability, noop_max=hp.noop_max,
+        full_action_space=hp.full_action_space, max_num_frames_per_episode=hp.max_episode_frames,
+        reward_clipping=False, episodic_life=False, life_loss_info=False,
+        num_threads=hp.resolved_env_threads() if num_threads is None else num_threads,
+        **image)
+
+
+class BatchAgents:
+    """Steps B envs in lockstep with one policy call per step and keeps per-env episode bookkeeping.
+
+    env: a NEXT_STEP-autoreset vector env (AtariVectorEnv or a test double with the same API).
+    """
+
+    def __init__(self, env, *, seed: int, state_size: int = 0, episodic_life: bool = False):
+        self.env = env
+        self.num_envs = env.num_envs
+        self.episodic_life = episodic_life
+        self.obs, info = env.reset(seed=seed)
+        self.lives = np.asarray(info.get("lives", np.zeros(self.num_envs)), np.int64)
+        self.state = np.zeros((self.num_envs, state_size), np.float32)
+        self.reset_next = np.ones(self.num_envs, bool)  # next obs starts an episode
+        self.valid_next = np.ones(self.num_envs, bool)  # next step is a real transition
+        self.episode_return = np.zeros(self.num_envs, np.float64)
+        self.episode_length = np.zeros(self.num_envs, np.int64)
+        self.sample_seed = np.array([seed, 0], np.int32)  # stateless sampling: (run seed, step counter)
+        self.pending = None  # policy output for self.obs computed at the end of the previous rollout
+        self.timers = {"env": 0.0, "inference": 0.0}
+
+    def act(self, policy: PolicyFn):
+        t0 = time.perf_counter()
+        self.sample_seed[1] += 1
+        actions, values, state = policy(self.obs, self.state, self.reset_next, self.sample_seed)
+        self.timers["inference"] += time.perf_counter() - t0
+        return np.asarray(actions), np.asarray(values), np.asarray(state)
+
+    def step(self, actions: np.ndarray):
+        """Apply actions; return per-env (reward, terminated, truncated, valid) of this transition and the
+        (returns, lengths) of episodes that just ended."""
+        t0 = time.perf_counter()
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        self.timers["env"] += time.perf_counter() - t0
+        reward = np.asarray(reward, np.float32)
+        terminated = np.asarray(terminated, bool)
+        truncated = np.asarray(truncated, bool)
+        valid = self.valid_next
+        reward = np.where(valid, reward, 0.0).astype(np.float32)
+        episode_end = (terminated | truncated) & valid
+        self.episode_return += reward
+        self.episode_length += valid
+        ended = np.flatnonzero(episode_end)
+        finished = (self.episode_return[ended].tolist(), self.episode_length[ended].tolist())
+        self.episode_return[ended] = 0.0
+        self.episode_length[ended] = 0
+        lives = np.asarray(info.get("lives", self.lives), np.int64)
+        loss_terminal = terminated & valid
+        if self.episodic_life:
+            loss_terminal |= (lives < self.lives) & valid
+        self.lives = lives
+        self.obs = obs
+        self.valid_next = ~episode_end
+        # After an autoreset transition the new episode's first state arrives; with episodic life a life
+        # loss also starts a fresh recurrent state.
+        self.reset_next = ~valid | (loss_terminal & ~episode_end)
+        return reward, loss_terminal, truncated & valid & ~terminated, valid, finished
+
+    def collect(self, policy: PolicyFn, t_max: int) -> tuple[Rollout, EpisodeStats]:
+        """Run t_max steps of every env. The policy output for the state after the last step gives the
+        bootstrap value and is kept as the first action of the next rollout, so each step costs exactly
+        one policy call."""
+        B = self.num_envs
+        obs = np.empty((t_max, B) + self.obs.shape[1:], np.uint8)
+        actions = np.empty((t_max, B), np.int32)
+        rewards = np.empty((t_max, B), np.float32)
+        terminated = np.empty((t_max, B), bool)
+        truncated = np.empty((t_max, B), bool)
+        valid = np.empty((t_max, B), bool)
+        resets = np.empty((t_max, B), bool)
+        initial_state = self.state.copy()
+        returns, lengths = [], []
+        out = self.pending or self.act(policy)
+        for t in range(t_max):
+            obs[t] = self.obs
+            resets[t] = self.reset_next
+            actions[t], _, self.state = out
+            rewards[t], terminated[t], truncated[t], valid[t], (ret, length) = self.step(actions[t])
+            returns += ret
+            lengths += length
+            out = self.act(policy)
+        self.pending = out
+        rollout = Rollout(obs, actions, rewards, terminated, truncated, valid, resets, initial_state,
+                          out[1].astype(np.float32))
+        return rollout, EpisodeStats(returns, lengths)
+
+    def discard_pending(self):
+        """Forget the cached next action (e.g. after the weights were restored)."""
+        self.pending = None
+
+    def close(self):
+        close = getattr(self.env, "close", None)
+        if close:
+            close()

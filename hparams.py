@@ -1,0 +1,233 @@
+"""Every knob of a3c-tf in one frozen, typed dataclass.
+
+Edit the defaults here, pick a preset (`--preset breakout`) or override any field on the command line
+of a3c.py as `--field-name VALUE` (booleans as `--flag` / `--no-flag`). The resolved config is printed at
+start and saved as `config.json` in the run directory, next to every checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; the CLI prints it as one line and exits 2."""
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class HParams:
+    # --- environment -------------------------------------------------------------------------------
+    env_id: str = "ALE/Pong-v5"
+    """Gymnasium-style Atari id (`ALE/Pong-v5`, `PongNoFrameskip-v4` or a bare ROM name `pong`)."""
+    frameskip: int = 4
+    """Emulator frames per agent step (the action is repeated; the last two frames are max-pooled)."""
+    repeat_action_probability: float = 0.0
+    """Sticky-action probability. 0.0 = the classic DQN/A3C setting; 0.25 = Machado et al. (v5 default)."""
+    noop_max: int = 30
+    """Up to this many no-op steps at every reset, so starts differ (DQN protocol)."""
+    episodic_life: bool = True
+    """Training only: a life loss is a terminal for the returns (no bootstrap) but the game goes on.
+    Evaluation always plays full games."""
+    full_action_space: bool = False
+    """Use all 18 Atari actions instead of the game's minimal set (6 for Pong, 4 for Breakout)."""
+    max_episode_frames: int = 108_000
+    """Emulator frames after which an episode is truncated (30 min of play at 60 Hz); it bootstraps from V."""
+
+    # --- parallelism -------------------------------------------------------------------------------
+    threads: int = field(default_factory=lambda: min(2, _cpu_count()))
+    """Learner threads, each owning one vector env and applying its own gradients (A3C).
+    Default: one per core, at most 2 - more threads than cores oversubscribes and is slower."""
+    envs_per_thread: int = 64
+    """Environments stepped together by one thread; they form the batch dimension B."""
+    env_threads: int = 0
+    """Emulator worker threads per vector env. 0 = cores // threads (no oversubscription)."""
+    tf_intra_op_threads: int = 0
+    """TensorFlow threads inside one op. 0 = number of cores."""
+    tf_inter_op_threads: int = 0
+    """TensorFlow threads running independent ops. 0 = number of learner threads."""
+
+    # --- A3C ---------------------------------------------------------------------------------------
+    network: str = "a3c"
+    """`a3c` (Mnih et al. 2016: conv16 8x8/4, conv32 4x4/2, fc256) or `nature` (Mnih et al. 2015)."""
+    t_max: int = 5
+    """Rollout length: agent steps per env between updates; the n of the n-step return."""
+    gamma: float = 0.99
+    """Discount per agent step."""
+    gae_lambda: float = 1.0
+    """GAE(lambda) mixing; 1.0 is the plain n-step advantage of the A3C paper."""
+    optimizer: str = "rmsprop"
+    """`rmsprop` (shared statistics, as in the A3C paper) or `adam`."""
+    learning_rate: float = 7e-4
+    """Initial step size."""
+    lr_schedule: str = "linear"
+    """`constant`, or `linear` decay to 0 at total_env_steps."""
+    rmsprop_decay: float = 0.99
+    """RMSProp moving-average decay of squared gradients (alpha in the paper)."""
+    optimizer_epsilon: float = 1e-5
+    """Added to the RMSProp / Adam denominator. The A3C paper used 0.1; 1e-5 (A2C) learns faster here."""
+    adam_beta1: float = 0.9
+    """Adam first-moment decay."""
+    adam_beta2: float = 0.999
+    """Adam second-moment decay."""
+    entropy_beta: float = 0.01
+    """Weight of the entropy bonus."""
+    value_coef: float = 0.5
+    """Weight of the value loss 0.5 * (G - V)^2 relative to the policy loss."""
+    max_grad_norm: float = 40.0
+    """Global-norm gradient clip (tf.clip_by_global_norm)."""
+    clip_rewards: bool = True
+    """Clip rewards to [-1, 1] for learning. Logged returns are always the raw game score."""
+    total_env_steps: int = 10_000_000
+    """Agent steps summed over all envs (1 step = `frameskip` frames) before training stops."""
+    seed: int = 0
+    """Seeds TF and the envs (env j of thread i gets seed + i * envs_per_thread + j)."""
+    deterministic_ops: bool = False
+    """tf.config.experimental.enable_op_determinism (reproducible with threads=1 only; slower)."""
+    jit_compile: bool = False
+    """Compile the train step with XLA."""
+
+    # --- outputs -----------------------------------------------------------------------------------
+    logdir: str = "runs/pong"
+    """Run directory: checkpoints, config.json, TensorBoard events, progress.csv. Re-use it to resume."""
+    checkpoint_interval_s: float = 300.0
+    """Seconds between checkpoints (one is also written at exit)."""
+    checkpoints_kept: int = 3
+    """Newest checkpoints kept on disk."""
+    log_interval_s: float = 10.0
+    """Seconds between TensorBoard / progress.csv rows."""
+    progress_bar: bool = True
+    """Show a tqdm bar on stderr."""
+
+    # ------------------------------------------------------------------------------------------------
+    @property
+    def num_envs(self) -> int:
+        return self.threads * self.envs_per_thread
+
+    def resolved_env_threads(self) -> int:
+        return self.env_threads or max(1, _cpu_count() // self.threads)
+
+    def resolved_intra_op_threads(self) -> int:
+        return self.tf_intra_op_threads or _cpu_count()
+
+    def resolved_inter_op_threads(self) -> int:
+        return self.tf_inter_op_threads or self.threads
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+PRESETS: dict[str, dict] = {
+    # Classic DQN/A3C Pong protocol (no sticky actions, minimal action set, 30 no-ops).
+    "pong": dict(env_id="ALE/Pong-v5", logdir="runs/pong", total_env_steps=10_000_000),
+    "breakout": dict(env_id="ALE/Breakout-v5", logdir="runs/breakout", total_env_steps=40_000_000),
+    # A few hundred steps; used by the tests and to check an install.
+    "smoke": dict(env_id="ALE/Pong-v5", threads=2, envs_per_thread=4, total_env_steps=400,
+                  logdir="runs/smoke", log_interval_s=1.0, progress_bar=False),
+}
+
+CHOICES = {
+    "network": ("a3c", "nature"),
+    "optimizer": ("rmsprop", "adam"),
+    "lr_schedule": ("constant", "linear"),
+}
+
+# Fields that change the trained weights' meaning; a checkpoint cannot be resumed or evaluated with others.
+MODEL_FIELDS = ("env_id", "network", "full_action_space")
+
+
+def validate(hp: HParams) -> HParams:
+    """Raise ConfigError naming the first out-of-range field and the valid range."""
+    def need(ok: bool, msg: str):
+        if not ok:
+            raise ConfigError(msg)
+
+    for name, choices in CHOICES.items():
+        need(getattr(hp, name) in choices, f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, "
+                                           f"got {getattr(hp, name)!r}")
+    for name in ("threads", "envs_per_thread", "t_max", "frameskip", "total_env_steps", "checkpoints_kept",
+                 "max_episode_frames"):
+        need(getattr(hp, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(hp, name)}")
+    for name in ("env_threads", "tf_intra_op_threads", "tf_inter_op_threads", "noop_max"):
+        need(getattr(hp, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(hp, name)}")
+    for name in ("learning_rate", "max_grad_norm", "optimizer_epsilon", "checkpoint_interval_s", "log_interval_s"):
+        need(getattr(hp, name) > 0, f"--{name.replace('_', '-')} must be > 0, got {getattr(hp, name)}")
+    for name in ("gamma", "gae_lambda", "repeat_action_probability", "rmsprop_decay", "adam_beta1", "adam_beta2"):
+        need(0.0 <= getattr(hp, name) <= 1.0, f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(hp, name)}")
+    for name in ("entropy_beta", "value_coef"):
+        need(getattr(hp, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(hp, name)}")
+    need(bool(hp.logdir), "--logdir must not be empty")
+    return hp
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"expected true/false, got {text!r}")
+
+
+def from_dict(values: dict, base: HParams | None = None) -> HParams:
+    """HParams from a (possibly older) saved config; unknown keys are ignored, missing ones keep defaults."""
+    known = {f.name for f in dataclasses.fields(HParams)}
+    base = base or HParams()
+    return dataclasses.replace(base, **{k: v for k, v in values.items() if k in known})
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        raise ConfigError(f"{message} (see --help)")
+
+
+def parse_args(argv: list[str] | None = None) -> HParams:
+    """Build HParams from `--preset NAME` then `--field-name VALUE` overrides."""
+    hints = typing.get_type_hints(HParams)
+    parser = _Parser(description="Batched-agent A3C trainer. Every HParams field is a flag.",
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="named starting point")
+    docs = _field_docs()
+    for f in dataclasses.fields(HParams):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=docs.get(f.name, ""))
+        else:
+            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=docs.get(f.name, ""))
+    args = parser.parse_args(argv)
+    hp = HParams()
+    if args.preset:
+        hp = dataclasses.replace(hp, **PRESETS[args.preset])
+    overrides = {k: v for k, v in vars(args).items() if k != "preset" and v is not None}
+    return validate(dataclasses.replace(hp, **overrides))
+
+
+def _field_docs() -> dict[str, str]:
+    """Field docstrings, read from this file so --help and the docs never disagree."""
+    import ast
+    import inspect
+    import sys
+    tree = ast.parse(inspect.getsource(sys.modules[__name__]))
+    docs = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == "HParams":
+            body = node.body
+            for a, b in zip(body, body[1:]):
+                if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+                    docs[a.target.id] = " ".join(str(b.value.value).split())
+    return docs

@@ -1,0 +1,48 @@
+"""Shared optimizers: one set of statistics for all learner threads, as in the A3C paper ("shared RMSProp").
+
+Written out (not keras.optimizers) so that the update is a handful of assign ops we can reason about under
+concurrent, lock-free use, and so every slot is a plain tf.Variable in the checkpoint.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+class SharedOptimizer(tf.Module):
+    """`rmsprop`: ms <- decay * ms + (1 - decay) * g^2;  w <- w - lr * g / sqrt(ms + eps)
+    (eps inside the square root, as in the A3C paper and TF1's RMSPropOptimizer that tf-a3c-gpu and GA3C used).
+    `adam`: Kingma & Ba 2015 with bias correction, eps outside the square root.
+    """
+
+    def __init__(self, kind: str, variables, *, decay=0.99, epsilon=1e-5, beta1=0.9, beta2=0.999,
+                 device="/CPU:0", name="optimizer"):
+        super().__init__(name=name)
+        if kind not in ("rmsprop", "adam"):
+            raise ValueError(f"unknown optimizer {kind!r}")
+        self.kind = kind
+        self.decay, self.epsilon, self.beta1, self.beta2 = decay, epsilon, beta1, beta2
+        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
+        self.first = []
+        self.second = []
+        for v in variables:
+            with tf.device(device):
+                self.second.append(tf.Variable(tf.zeros_like(v), trainable=False, name="second_moment"))
+                if kind == "adam":
+                    self.first.append(tf.Variable(tf.zeros_like(v), trainable=False, name="first_moment"))
+
+    def apply(self, grads, variables, learning_rate):
+        """One update. Returns the iteration count after it."""
+        step = self.iterations.assign_add(1)
+        lr = tf.cast(learning_rate, tf.float32)
+        if self.kind == "rmsprop":
+            for g, v, ms in zip(grads, variables, self.second):
+                ms_new = ms.assign(self.decay * ms + (1.0 - self.decay) * tf.square(g))
+                v.assign_sub(lr * g * tf.math.rsqrt(ms_new + self.epsilon))
+        else:
+            t = tf.cast(step, tf.float32)
+            lr_t = lr * tf.sqrt(1.0 - tf.pow(self.beta2, t)) / (1.0 - tf.pow(self.beta1, t))
+            for g, v, m, s in zip(grads, variables, self.first, self.second):
+                m_new = m.assign(self.beta1 * m + (1.0 - self.beta1) * g)
+                s_new = s.assign(self.beta2 * s + (1.0 - self.beta2) * tf.square(g))
+                v.assign_sub(lr_t * m_new / (tf.sqrt(s_new) + self.epsilon))
+        return step
