@@ -275,6 +275,7 @@ class Trainer:
         self.recent_returns: collections.deque = collections.deque(maxlen=RETURN_WINDOW)
         self.recent_lengths: collections.deque = collections.deque(maxlen=RETURN_WINDOW)
         self.pending_episodes: list = []  # (return, length) since the last log row
+        self.signal_received = None
 
     def log(self, msg: str):
         print(msg, file=self.out, flush=True)
@@ -407,7 +408,9 @@ class Trainer:
             t.start()
         try:
             while any(t.is_alive() for t in threads):
-                self.stop_event.wait(0.5)
+                time.sleep(0.5)  # not stop_event.wait(): a signal handler setting the event inside it deadlocks
+                if self.signal_received is not None:
+                    self.stop_event.set()
                 now = time.time()
                 with c.lock:
                     steps = c.env_steps
@@ -421,6 +424,9 @@ class Trainer:
                     self.save()
                     last_ckpt = now
         finally:
+            if self.signal_received is not None:
+                print(f"\n{signal.Signals(self.signal_received).name}: stopping threads and saving a checkpoint",
+                      file=sys.stderr)
             self.stop_event.set()
             for t in threads:
                 t.join()
@@ -447,9 +453,9 @@ class Trainer:
         return 0
 
     def _on_signal(self, signum, frame):
-        if not self.stop_event.is_set():
-            print(f"\n{signal.Signals(signum).name}: stopping threads and saving a checkpoint...", file=sys.stderr)
-        self.stop_event.set()
+        # Only set a flag: the handler runs between bytecodes of the main thread, which may hold the locks
+        # that stop_event.set() or print() would take.
+        self.signal_received = signum
 
     def _write_log(self, writer, csv_writer, csv_file, steps, steps_per_s):
         import tensorflow as tf

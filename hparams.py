@@ -84,7 +84,7 @@ class HParams:
     """Weight of the entropy bonus."""
     value_coef: float = 0.5
     """Weight of the value loss 0.5 * (G - V)^2 relative to the policy loss."""
-    max_grad_norm: float = 40.0
+    max_grad_norm: float = 0.5
     """Global-norm gradient clip (tf.clip_by_global_norm)."""
     clip_rewards: bool = True
     """Clip rewards to [-1, 1] for learning. Logged returns are always the raw game score."""
@@ -132,7 +132,9 @@ class HParams:
 
 PRESETS: dict[str, dict] = {
     # Classic DQN/A3C Pong protocol (no sticky actions, minimal action set, 30 no-ops).
-    "pong": dict(env_id="ALE/Pong-v5", logdir="runs/pong", total_env_steps=10_000_000),
+    # 2 x 32 envs: half the samples per update of 2 x 64, so twice the updates per env step, for ~10% less
+    # throughput - on Pong sample efficiency decides the wall-clock time to a score.
+    "pong": dict(env_id="ALE/Pong-v5", logdir="runs/pong", envs_per_thread=32, total_env_steps=10_000_000),
     "breakout": dict(env_id="ALE/Breakout-v5", logdir="runs/breakout", total_env_steps=40_000_000),
     # A few hundred steps; used by the tests and to check an install.
     "smoke": dict(env_id="ALE/Pong-v5", threads=2, envs_per_thread=4, total_env_steps=400,

@@ -1,0 +1,143 @@
+"""hparams: CLI parsing, validation with flag-naming errors, presets, JSON round trip, field docs."""
+import dataclasses
+import json
+
+import pytest
+
+import hparams
+from hparams import ConfigError, HParams
+
+
+def test_defaults_validate():
+    hp = hparams.parse_args([])
+    assert hp == hparams.validate(HParams())
+    assert hp.env_id == "ALE/Pong-v5" and hp.optimizer == "rmsprop" and hp.clip_rewards is True
+    assert 1 <= hp.threads <= 2
+    assert hp.num_envs == hp.threads * hp.envs_per_thread
+
+
+@pytest.mark.parametrize("name", sorted(hparams.PRESETS))
+def test_every_preset_validates(name):
+    hp = hparams.parse_args(["--preset", name])
+    for key, value in hparams.PRESETS[name].items():
+        assert getattr(hp, key) == value
+
+
+def test_preset_breakout_sets_env():
+    hp = hparams.parse_args(["--preset", "breakout"])
+    assert hp.env_id == "ALE/Breakout-v5"
+    assert hp.logdir == "runs/breakout"
+    assert hp.total_env_steps == 40_000_000
+
+
+def test_override_wins_over_preset_regardless_of_order():
+    for argv in (["--preset", "breakout", "--env-id", "ALE/Pong-v5"], ["--env-id", "ALE/Pong-v5", "--preset", "breakout"]):
+        hp = hparams.parse_args(argv)
+        assert hp.env_id == "ALE/Pong-v5" and hp.logdir == "runs/breakout"
+
+
+def test_learning_rate_override():
+    hp = hparams.parse_args(["--learning-rate", "1e-3"])
+    assert hp.learning_rate == pytest.approx(1e-3)
+    assert isinstance(hp.learning_rate, float)
+    hp = hparams.parse_args(["--threads", "1", "--t-max", "20", "--gamma", "0.95", "--network", "nature"])
+    assert (hp.threads, hp.t_max, hp.gamma, hp.network) == (1, 20, 0.95, "nature")
+    assert isinstance(hp.threads, int)
+
+
+def test_boolean_flags():
+    assert hparams.parse_args(["--no-clip-rewards"]).clip_rewards is False
+    assert hparams.parse_args(["--clip-rewards"]).clip_rewards is True
+    assert hparams.parse_args([]).clip_rewards is True
+    assert hparams.parse_args(["--no-episodic-life", "--jit-compile"]).episodic_life is False
+    assert hparams.parse_args(["--jit-compile"]).jit_compile is True
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--threads", "0"], "--threads"),
+    (["--learning-rate", "-0.001"], "--learning-rate"),
+    (["--learning-rate=-1e-3"], "--learning-rate"),
+    (["--learning-rate", "0"], "--learning-rate"),
+    (["--gamma", "1.5"], "--gamma"),
+    (["--gae-lambda", "-0.1"], "--gae-lambda"),
+    (["--optimizer", "sgd"], "--optimizer"),
+    (["--network", "resnet"], "--network"),
+    (["--envs-per-thread", "0"], "--envs-per-thread"),
+    (["--noop-max", "-1"], "--noop-max"),
+    (["--entropy-beta", "-1"], "--entropy-beta"),
+    (["--threads", "two"], "--threads"),  # type conversion error, from argparse
+    (["--logdir", ""], "--logdir"),
+])
+def test_out_of_range_raises_config_error_naming_the_flag(argv, flag):
+    with pytest.raises(ConfigError) as info:
+        hparams.parse_args(argv)
+    assert flag in str(info.value)
+
+
+def test_negative_scientific_notation_needs_equals_sign():
+    # argparse (CPython 3.11) takes "-1e-3" for an option, not a negative number; the error still names the flag.
+    with pytest.raises(ConfigError, match="--learning-rate"):
+        hparams.parse_args(["--learning-rate", "-1e-3"])
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize("argv", [["--bogus", "1"], ["--learningrate", "1e-3"], ["--preset", "nope"]])
+def test_unknown_flag_or_preset_raises_config_error(argv):
+    with pytest.raises(ConfigError, match="see --help"):
+        hparams.parse_args(argv)
+
+
+def test_validate_rejects_directly_built_hparams():
+    with pytest.raises(ConfigError, match="--gamma"):
+        hparams.validate(HParams(gamma=-0.5))
+
+
+def test_to_json_from_dict_round_trip():
+    hp = hparams.parse_args(["--preset", "smoke", "--learning-rate", "3e-4", "--no-clip-rewards",
+                             "--optimizer", "adam", "--seed", "7"])
+    text = hp.to_json()
+    loaded = json.loads(text)
+    assert set(loaded) == {f.name for f in dataclasses.fields(HParams)}
+    assert hparams.from_dict(loaded) == hp
+    assert hparams.from_dict(loaded).to_json() == text
+
+
+def test_from_dict_ignores_unknown_keys_and_keeps_defaults():
+    hp = hparams.from_dict({"gamma": 0.9, "removed_in_v2": 1})
+    assert hp.gamma == 0.9
+    assert hp.learning_rate == HParams().learning_rate
+    base = HParams(seed=5)
+    assert hparams.from_dict({"gamma": 0.9}, base=base).seed == 5
+
+
+def test_hparams_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        HParams().gamma = 0.5
+
+
+def test_every_field_has_a_docstring():
+    docs = hparams._field_docs()
+    names = [f.name for f in dataclasses.fields(HParams)]
+    missing = [n for n in names if not docs.get(n, "").strip()]
+    assert not missing, f"fields without a docstring: {missing}"
+    assert set(docs) == set(names)
+
+
+def test_every_field_is_a_flag_with_its_doc_in_help(capsys):
+    with pytest.raises(SystemExit):
+        hparams.parse_args(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(HParams):
+        assert "--" + f.name.replace("_", "-") in out
+    assert "Sticky-action probability" in out
+
+
+def test_choices_and_model_fields_refer_to_real_fields():
+    names = {f.name for f in dataclasses.fields(HParams)}
+    assert set(hparams.CHOICES) <= names
+    assert set(hparams.MODEL_FIELDS) <= names
+    for preset in hparams.PRESETS.values():
+        assert set(preset) <= names

@@ -1,0 +1,123 @@
+"""network: output shapes/dtypes of both torsos, batch independence, and device placement."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import network
+
+NUM_ACTIONS = 6
+KINDS = ["a3c", "nature"]
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def net(request):
+    tf.random.set_seed(0)
+    return network.build_network(NUM_ACTIONS, request.param, device="/CPU:0")
+
+
+def _frames(batch, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(batch,) + network.OBS_SHAPE, dtype=np.uint8)
+
+
+def test_obs_shape_is_stack_first():
+    assert network.OBS_SHAPE == (4, 84, 84)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_output_shapes_and_dtypes(net, batch):
+    out = net(tf.constant(_frames(batch)))
+    assert isinstance(out, network.AgentOutput)
+    assert out.logits.shape == (batch, NUM_ACTIONS) and out.logits.dtype == tf.float32
+    assert out.value.shape == (batch,) and out.value.dtype == tf.float32
+    assert out.state.shape == (batch, 0) and out.state.dtype == tf.float32
+    assert np.all(np.isfinite(out.logits.numpy())) and np.all(np.isfinite(out.value.numpy()))
+
+
+def test_state_is_passed_through_and_initial_state_is_empty(net):
+    assert net.state_size == 0
+    init = net.initial_state(3)
+    assert init.shape == (3, 0) and init.dtype == tf.float32
+    out = net(tf.constant(_frames(3)), init)
+    assert out.state.shape == (3, 0)
+
+
+def test_architecture(net):
+    convs = {"a3c": [(16, 8, 4), (32, 4, 2)], "nature": [(32, 8, 4), (64, 4, 2), (64, 3, 1)]}[net.kind]
+    assert [(c.filters, c.kernel_size[0], c.strides[0]) for c in net.convs] == convs
+    assert net.hidden.units == {"a3c": 256, "nature": 512}[net.kind]
+    assert net.policy_head.units == NUM_ACTIONS and net.value_head.units == 1
+    assert all(v.dtype == "float32" for v in net.trainable_variables)
+
+
+def test_initial_policy_is_near_uniform(net):
+    """The small orthogonal(0.01) policy init keeps the first policy's entropy close to log(A)."""
+    logits = net(tf.constant(_frames(4))).logits.numpy()
+    p = tf.nn.softmax(logits).numpy()
+    entropy = -(p * np.log(p)).sum(-1)
+    assert np.all(entropy > 0.99 * np.log(NUM_ACTIONS))
+
+
+def test_output_does_not_depend_on_batch_composition(net):
+    frames = _frames(3, seed=1)
+    batched = net(tf.constant(frames))
+    for i in range(3):
+        single = net(tf.constant(frames[i:i + 1]))
+        np.testing.assert_allclose(batched.logits.numpy()[i], single.logits.numpy()[0], atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(batched.value.numpy()[i], single.value.numpy()[0], atol=1e-5, rtol=1e-5)
+    # and distinct frames give distinct values (the input is actually used)
+    assert len(set(np.round(batched.value.numpy(), 7))) == 3
+
+
+def test_uint8_input_is_scaled_inside_the_model(net):
+    """Feeding uint8 frames equals feeding the same frames as float32 0..255 (the cast/scale is in-graph)."""
+    frames = _frames(2, seed=2)
+    a = net(tf.constant(frames)).value.numpy()
+    b = net(tf.constant(frames.astype(np.float32))).value.numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_unknown_kind_raises():
+    with pytest.raises(ValueError, match="resnet"):
+        network.PolicyValueNet(NUM_ACTIONS, "resnet")
+
+
+def test_compute_device_without_gpu():
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("a GPU is present")
+    assert network.compute_device() == "/CPU:0"
+
+
+_DEVICE_SCRIPT = textwrap.dedent("""
+    import tensorflow as tf
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    import network
+    net = network.build_network(6, "a3c", device="/CPU:1")
+    devices = set()
+    for v in net.variables:
+        tf_var = getattr(v, "value", v)  # Keras 3 Variable wraps a tf.Variable in .value
+        devices.add(tf_var.device)
+    print("DEVICES", sorted(devices))
+    assert devices and all(d.endswith("/device:CPU:1") for d in devices), devices
+    if not tf.config.list_logical_devices("GPU"):
+        assert network.compute_device() == "/CPU:0", network.compute_device()
+    # the net still runs when called from the default device
+    out = net(tf.zeros((2, 4, 84, 84), tf.uint8))
+    assert out.logits.shape == (2, 6)
+    print("OK")
+""")
+
+
+def test_variables_are_placed_on_the_requested_device():
+    """Logical devices must be configured before TF initialises, hence a fresh interpreter."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", _DEVICE_SCRIPT], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "OK" in proc.stdout

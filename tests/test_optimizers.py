@@ -1,0 +1,108 @@
+"""SharedOptimizer against NumPy implementations of its documented update rules (and against Keras)."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from optimizers import SharedOptimizer
+
+W0 = np.array([[0.5, -1.0, 2.0], [0.0, 0.25, -0.75]], np.float32)
+B0 = np.array([0.1, -0.2], np.float32)
+GRADS = np.random.default_rng(0).normal(size=(3, 2, 3)).astype(np.float32)  # 3 steps of gradients
+B_GRADS = np.random.default_rng(1).normal(size=(3, 2)).astype(np.float32)
+LRS = [0.01, 0.005, 0.02]
+
+
+def np_rmsprop(w, grads, lrs, decay, eps):
+    """ms <- decay * ms + (1 - decay) * g^2;  w <- w - lr * g / sqrt(ms + eps)."""
+    w, ms = w.astype(np.float64), np.zeros_like(w, np.float64)
+    for g, lr in zip(grads, lrs):
+        ms = decay * ms + (1 - decay) * g.astype(np.float64) ** 2
+        w = w - lr * g / np.sqrt(ms + eps)
+    return w, ms
+
+
+def np_adam(w, grads, lrs, beta1, beta2, eps):
+    """Kingma & Ba 2015, bias-corrected, in the paper's efficient form (end of Section 2), eps outside the sqrt:
+    m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;  lr_t = lr sqrt(1-b2^t) / (1-b1^t);  w <- w - lr_t m / (sqrt(v) + eps)
+    """
+    w, m, v = w.astype(np.float64), np.zeros_like(w, np.float64), np.zeros_like(w, np.float64)
+    for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
+        g = g.astype(np.float64)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g ** 2
+        lr_t = lr * np.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+        w = w - lr_t * m / (np.sqrt(v) + eps)
+    return w, m, v
+
+
+def _run(kind, graph, variable_type=tf.Variable, lrs=LRS, **kw):
+    w, b = variable_type(W0), variable_type(B0)
+    opt = SharedOptimizer(kind, [w, b], **kw)
+
+    def apply(g, gb, lr):  # variables captured by closure, as in a3c.Learner.train_step
+        return opt.apply([g, gb], [w, b], lr)
+
+    if graph:
+        apply = tf.function(apply)
+    steps = [int(apply(tf.constant(g), tf.constant(gb), tf.constant(lr))) for g, gb, lr in zip(GRADS, B_GRADS, lrs)]
+    assert steps == [1, 2, 3]
+    assert int(opt.iterations.numpy()) == 3
+    return opt, np.asarray(w.numpy()), np.asarray(b.numpy())
+
+
+# A large epsilon (the A3C paper's 0.1) makes "eps inside vs outside the sqrt" clearly visible.
+@pytest.mark.parametrize("eps", [1e-5, 0.1])
+@pytest.mark.parametrize("graph", [False, True])
+def test_rmsprop_matches_numpy(eps, graph):
+    opt, w, b = _run("rmsprop", graph, decay=0.9, epsilon=eps)
+    w_exp, ms_exp = np_rmsprop(W0, GRADS, LRS, 0.9, eps)
+    b_exp, _ = np_rmsprop(B0, B_GRADS, LRS, 0.9, eps)
+    np.testing.assert_allclose(w, w_exp, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b, b_exp, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(opt.second[0].numpy(), ms_exp, rtol=1e-5, atol=1e-7)
+    assert opt.first == []
+
+
+@pytest.mark.parametrize("eps", [1e-5, 0.1])
+@pytest.mark.parametrize("graph", [False, True])
+def test_adam_matches_numpy(eps, graph):
+    opt, w, b = _run("adam", graph, beta1=0.8, beta2=0.95, epsilon=eps)
+    w_exp, m_exp, v_exp = np_adam(W0, GRADS, LRS, 0.8, 0.95, eps)
+    b_exp, _, _ = np_adam(B0, B_GRADS, LRS, 0.8, 0.95, eps)
+    np.testing.assert_allclose(w, w_exp, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b, b_exp, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(opt.first[0].numpy(), m_exp, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(opt.second[0].numpy(), v_exp, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["rmsprop", "adam"])
+def test_matches_keras_optimizer_on_keras_variables(kind):
+    """Same numbers as keras.optimizers.RMSprop (rho; eps inside the sqrt) / keras.optimizers.Adam (eps hat),
+    and it works in a tf.function on the Keras 3 variables the network actually has."""
+    kw = dict(decay=0.9, epsilon=0.1) if kind == "rmsprop" else dict(beta1=0.8, beta2=0.95, epsilon=0.1)
+    _, w, b = _run(kind, graph=True, variable_type=keras.Variable, lrs=[0.01] * 3, **kw)
+    k_opt = (keras.optimizers.RMSprop(learning_rate=0.01, rho=0.9, epsilon=0.1) if kind == "rmsprop" else
+             keras.optimizers.Adam(learning_rate=0.01, beta_1=0.8, beta_2=0.95, epsilon=0.1))
+    w_ref, b_ref = keras.Variable(W0), keras.Variable(B0)
+    for g, gb in zip(GRADS, B_GRADS):
+        k_opt.apply_gradients([(tf.constant(g), w_ref), (tf.constant(gb), b_ref)])
+    np.testing.assert_allclose(w, w_ref.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b, b_ref.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_slots_are_zero_initialised_and_on_the_requested_device():
+    w = tf.Variable(W0)
+    opt = SharedOptimizer("adam", [w], device="/CPU:0")
+    assert int(opt.iterations.numpy()) == 0
+    for slot in opt.first + opt.second:
+        assert slot.shape == w.shape and not slot.trainable
+        assert not np.any(slot.numpy())
+        assert slot.device.endswith("CPU:0")
+    # Every slot is tracked by the tf.Module, so it is saved in the checkpoint.
+    assert len(opt.variables) == 1 + 2
+
+
+def test_unknown_kind_raises():
+    with pytest.raises(ValueError, match="sgd"):
+        SharedOptimizer("sgd", [tf.Variable(W0)])
