@@ -49,8 +49,11 @@ class PolicyValueNet(keras.Model):
         convs, hidden = _TORSOS[kind]
         self.kind = kind
         self.num_actions = num_actions
-        self.convs = [keras.layers.Conv2D(f, k, s, activation="relu", name=f"conv{i}")
-                      for i, (f, k, s) in enumerate(convs)]
+        # Each conv is its own attribute: tf.train.Checkpoint does not see layers held in a Python list,
+        # and a checkpoint without them would silently re-initialise the torso on restore.
+        self.conv_names = tuple(f"conv{i}" for i in range(len(convs)))
+        for name, (f, k, s) in zip(self.conv_names, convs):
+            setattr(self, name, keras.layers.Conv2D(f, k, s, activation="relu", name=name))
         self.flatten = keras.layers.Flatten()
         self.hidden = keras.layers.Dense(hidden, activation="relu", name="fc")
         # Small policy init keeps the first policy near uniform (high entropy), as in A2C/PPO baselines.
@@ -64,8 +67,8 @@ class PolicyValueNet(keras.Model):
     def call(self, obs, state=None) -> AgentOutput:
         x = tf.cast(obs, tf.float32) * (1.0 / 255.0)
         x = tf.transpose(x, [0, 2, 3, 1])  # NHWC: the layout TF's CPU and GPU convs both accept
-        for conv in self.convs:
-            x = conv(x)
+        for name in self.conv_names:
+            x = getattr(self, name)(x)
         x = self.hidden(self.flatten(x))
         if state is None:
             state = tf.zeros([tf.shape(obs)[0], 0], tf.float32)

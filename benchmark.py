@@ -1,0 +1,146 @@
+"""Throughput benchmark: bare env stepping vs env + inference vs full training, in one process.
+
+    python benchmark.py                      # Pong, default threads / envs per thread, ~20 s per phase
+    python benchmark.py --preset pong --seconds 30 --json bench.json
+    python benchmark.py --threads 1 --envs-per-thread 64
+
+All three phases use the same vector envs (built once: ALE start-up is slow), the same thread layout and the
+same TF thread settings, so the ratio training / bare is apples to apples. Every HParams flag is accepted.
+Prints a table and a JSON line; peak RSS is the process's high-water mark (reached during training).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+import hparams as hparams_lib  # noqa: E402
+
+
+def _run_threads(fn, n: int, seconds: float, warmup: float) -> float:
+    """Run fn(i, stop, count) in n threads; return env steps/s measured after `warmup` seconds."""
+    stop = threading.Event()
+    counts = [0] * n
+
+    def loop(i):
+        while not stop.is_set():
+            counts[i] += fn(i)
+    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    time.sleep(warmup)
+    c0, t0 = sum(counts), time.perf_counter()
+    time.sleep(seconds)
+    c1, t1 = sum(counts), time.perf_counter()
+    stop.set()
+    for t in threads:
+        t.join()
+    return (c1 - c0) / (t1 - t0)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per phase")
+    parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each phase")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    args, rest = parser.parse_known_args(argv)
+    try:
+        hp = hparams_lib.parse_args(rest)
+    except hparams_lib.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    import a3c
+    from batch_agents import BatchAgents, make_vector_env
+
+    logdir = tempfile.mkdtemp(prefix="a3c_bench_")
+    hp = hparams_lib.dataclasses.replace(hp, logdir=logdir, progress_bar=False, total_env_steps=10**12,
+                                         log_interval_s=1e6, checkpoint_interval_s=1e6)
+    a3c.configure_tensorflow(hp)
+    t = time.perf_counter()
+    envs = [make_vector_env(hp, hp.envs_per_thread) for _ in range(hp.threads)]
+    print(f"built {hp.threads} x {hp.envs_per_thread} envs in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    num_actions = int(envs[0].single_action_space.n)
+    for i, env in enumerate(envs):
+        env.reset(seed=hp.seed + i * hp.envs_per_thread)
+    B = hp.envs_per_thread
+    rngs = [np.random.default_rng(i) for i in range(hp.threads)]
+
+    # 1. bare env stepping, random actions
+    def bare(i):
+        envs[i].step(rngs[i].integers(0, num_actions, B, dtype=np.int32))
+        return B
+    bare_sps = _run_threads(bare, hp.threads, args.seconds, args.warmup)
+    print(f"bare env: {bare_sps:,.0f} steps/s", file=sys.stderr)
+
+    # 2. env + inference (the acting half of training)
+    learner = a3c.Learner(hp, num_actions)
+    agents = [BatchAgents(env, seed=hp.seed + i * B) for i, env in enumerate(envs)]
+    policy = learner.policy()
+    agents[0].act(policy)  # trace once before the threads race
+
+    def infer(i):
+        actions, _, agents[i].state = agents[i].act(policy)
+        agents[i].step(actions)
+        return B
+    infer_sps = _run_threads(infer, hp.threads, args.seconds, args.warmup)
+    print(f"env + inference: {infer_sps:,.0f} steps/s", file=sys.stderr)
+
+    # 3. full training (the real Trainer, on the same envs)
+    trainer = a3c.Trainer(hp, env_factory=lambda i, n: envs[i], out=open(os.devnull, "w"))
+    trainer.setup()
+    result = {}
+
+    def measure():
+        time.sleep(args.warmup)
+        with trainer.counters.lock:
+            s0 = trainer.counters.env_steps
+        trainer.telemetry.clear()
+        t0 = time.perf_counter()
+        time.sleep(args.seconds)
+        with trainer.counters.lock:
+            s1 = trainer.counters.env_steps
+        result["train_sps"] = (s1 - s0) / (time.perf_counter() - t0)
+        tel = list(trainer.telemetry)
+        total = sum(x.total_s for x in tel) or 1.0
+        result["split"] = {k: sum(getattr(x, f"{k}_s") for x in tel) / total for k in ("env", "inference", "train")}
+        result["split"]["other"] = 1.0 - sum(result["split"].values())
+        result["policy_lag"] = float(np.mean([x.policy_lag for x in tel])) if tel else float("nan")
+        trainer.stop_event.set()
+    threading.Thread(target=measure, daemon=True).start()
+    trainer.run()
+    peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+    out = dict(env_id=hp.env_id, threads=hp.threads, envs_per_thread=B, t_max=hp.t_max, network=hp.network,
+               env_threads=hp.resolved_env_threads(), tf_intra_op=hp.resolved_intra_op_threads(),
+               tf_inter_op=hp.resolved_inter_op_threads(), jit_compile=hp.jit_compile, cpus=os.cpu_count(),
+               bare_sps=round(bare_sps, 1), inference_sps=round(infer_sps, 1),
+               train_sps=round(result["train_sps"], 1), ratio=round(result["train_sps"] / bare_sps, 3),
+               peak_rss_gib=round(peak_rss_gib, 2),
+               train_time_split={k: round(v, 3) for k, v in result["split"].items()},
+               policy_lag_updates=round(result["policy_lag"], 2))
+    print(f"\n{'phase':<18}{'env steps/s':>12}")
+    print(f"{'bare env':<18}{bare_sps:>12,.0f}")
+    print(f"{'env + inference':<18}{infer_sps:>12,.0f}")
+    print(f"{'training':<18}{result['train_sps']:>12,.0f}")
+    print(f"ratio training / bare: {out['ratio']:.2f}   peak RSS: {peak_rss_gib:.2f} GiB   "
+          f"policy lag: {out['policy_lag_updates']} updates")
+    print("training time split per thread: " + ", ".join(f"{k} {v:.0%}" for k, v in result["split"].items()))
+    print(json.dumps(out))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

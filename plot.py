@@ -1,0 +1,141 @@
+"""Learning curves of an a3c-tf run.
+
+    python plot.py runs/pong                    # -> runs/pong/curves.png
+    python plot.py runs/pong --out docs/pong    # -> docs/pong.png
+
+Reads RUN_DIR/progress.csv (written by a3c.py every --log-interval-s) and draws the mean raw episode return
+of the last 100 episodes against env steps, episodes and wall-clock training time, side by side in one PNG.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+REQUIRED = ("env_steps", "wall_time_s", "episodes", "mean_return")
+RETURN_WINDOW = 100  # a3c.RETURN_WINDOW; not imported so that plotting never loads TensorFlow
+
+
+class PlotError(Exception):
+    """Printed as one `error: ...` line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise PlotError(f"{message} (see --help)")
+
+
+def parse_args(argv=None):
+    p = _Parser(description="Plot mean episode return vs env steps, episodes and wall time.")
+    p.add_argument("run_dir", help="a3c.py --logdir run directory (or its progress.csv)")
+    p.add_argument("--out", default=None,
+                   help="output PNG path or prefix (.png is appended if missing); default RUN_DIR/curves.png")
+    return p.parse_args(argv)
+
+
+def read_progress(csv_path: str) -> dict[str, list[float]]:
+    """The rows that have a mean return, as columns. When a run was resumed from a checkpoint older than its
+    last log rows, the rows it re-trained over are replaced by the new ones (env_steps never goes back)."""
+    try:
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+            if missing:
+                raise PlotError(f"{csv_path} has no column {', '.join(missing)}; it is not an a3c.py progress.csv")
+            rows = list(reader)
+    except FileNotFoundError:
+        raise PlotError(f"no progress.csv at {csv_path}; pass the --logdir of an a3c.py run") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise PlotError(f"cannot read {csv_path} ({e}); check the file") from None
+    kept = []
+    for row in rows:
+        try:
+            values = {c: float(row[c]) for c in REQUIRED[:3]}
+        except (TypeError, ValueError):
+            continue  # e.g. a line cut short when the trainer was killed mid-write
+        while kept and kept[-1]["env_steps"] > values["env_steps"]:
+            kept.pop()
+        try:
+            values["mean_return"] = float(row["mean_return"])
+        except (TypeError, ValueError):
+            values["mean_return"] = None  # no episode finished yet
+        kept.append(values)
+    kept = [r for r in kept if r["mean_return"] is not None]
+    if not kept:
+        raise PlotError(f"{csv_path} has no mean return yet (no episode has finished); train longer and retry")
+    return {c: [r[c] for r in kept] for c in REQUIRED}
+
+
+def run_title(run_dir: str) -> str:
+    title = os.path.basename(os.path.normpath(os.path.abspath(run_dir)))
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            env_id = json.load(f).get("env_id")
+        if env_id:
+            title = f"{env_id} - {title}"
+    except (OSError, ValueError, AttributeError):
+        pass
+    return title
+
+
+def plot(columns: dict, out_path: str, title: str):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
+
+    y = columns["mean_return"]
+    panels = [("env_steps", "env steps (agent steps, all envs)", 1.0),
+              ("episodes", "episodes", 1.0),
+              ("wall_time_s", "wall time (minutes)", 1.0 / 60.0)]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True, constrained_layout=True)
+    for ax, (key, label, scale) in zip(axes, panels):
+        x = [v * scale for v in columns[key]]
+        ax.plot(x, y, color="tab:blue", lw=1.5, marker="." if len(x) < 30 else None)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+        if key != "wall_time_s":
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    axes[0].set_ylabel(f"mean raw episode return\n(last {RETURN_WINDOW} episodes)")
+    last = y[-1]
+    fig.suptitle(f"{title}: {last:.2f} at {columns['env_steps'][-1]:,.0f} steps, "
+                 f"{columns['episodes'][-1]:,.0f} episodes, {columns['wall_time_s'][-1] / 60:.1f} min")
+    try:
+        fig.savefig(out_path, dpi=110)
+    except OSError as e:
+        raise PlotError(f"cannot write {out_path} ({e.strerror}); choose a writable --out") from None
+    finally:
+        plt.close(fig)
+
+
+def main(argv=None) -> int:
+    try:
+        args = parse_args(argv)
+        run_dir = args.run_dir
+        if os.path.isfile(run_dir) and run_dir.endswith(".csv"):
+            csv_path, run_dir = run_dir, os.path.dirname(run_dir) or "."
+        elif os.path.isdir(run_dir):
+            csv_path = os.path.join(run_dir, "progress.csv")
+        else:
+            raise PlotError(f"{run_dir} is not a directory; pass the --logdir of an a3c.py run")
+        columns = read_progress(csv_path)
+        out = args.out or os.path.join(run_dir, "curves")
+        if not out.lower().endswith(".png"):
+            out += ".png"
+        if os.path.dirname(out):
+            try:
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+            except OSError as e:
+                raise PlotError(f"cannot create the directory of --out {out} ({e.strerror})") from None
+        plot(columns, out, run_title(run_dir))
+    except PlotError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
