@@ -1,0 +1,91 @@
+"""The product as a user runs it: a tiny real-Atari training run, a resume, evaluation with videos, curves.
+
+One training run (2 threads x 4 envs, a few hundred steps) is shared by the tests of this module.
+"""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+
+
+def run(*args, timeout=240):
+    return subprocess.run([PY, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    logdir = str(tmp_path_factory.mktemp("e2e") / "run")
+    first = run("a3c.py", "--preset", "smoke", "--logdir", logdir, "--total-env-steps", "200")
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = run("a3c.py", "--preset", "smoke", "--logdir", logdir, "--total-env-steps", "400")
+    assert second.returncode == 0, second.stderr[-2000:]
+    return logdir, first, second
+
+
+def test_training_writes_config_checkpoint_progress_and_events(trained):
+    logdir, first, _ = trained
+    config = json.load(open(os.path.join(logdir, "config.json")))
+    assert config["threads"] == 2 and config["envs_per_thread"] == 4 and config["num_actions"] == 6
+    assert os.path.exists(os.path.join(logdir, "checkpoints", "config.json"))
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(logdir))
+    assert '"envs_per_thread": 4' in first.stdout  # resolved config printed at start
+    rows = list(csv.DictReader(open(os.path.join(logdir, "progress.csv"))))
+    assert rows and {"env_steps", "wall_time_s", "episodes", "mean_return"} <= set(rows[0])
+
+
+def test_resume_continues_the_step_count(trained):
+    logdir, first, second = trained
+    steps_per_round = 2 * 4 * 5  # threads x envs x t_max
+    assert "resuming from step" in second.stdout
+    resumed_at = int(second.stdout.split("resuming from step ")[1].split()[0])
+    assert 200 <= resumed_at < 200 + steps_per_round * 2
+    rows = list(csv.DictReader(open(os.path.join(logdir, "progress.csv"))))
+    steps = [int(r["env_steps"]) for r in rows]
+    assert steps == sorted(steps), "env steps went backwards after resume"
+    assert steps[-1] >= 400
+
+
+def test_evaluation_writes_scores_and_decodable_videos(trained, tmp_path):
+    logdir, _, _ = trained
+    out = tmp_path / "eval"
+    result = run("a3c_test.py", "--model", logdir, "--out", str(out), "--episodes", "2", "--record", "1",
+                 "--max-steps", "120", "--seed", "3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "over 2 episodes" in result.stdout
+    scores = json.load(open(out / "scores.json"))
+    assert scores["env"] == "ALE/Pong-v5" and len(scores["episodes"]) == 2
+    assert scores["mean"] == pytest.approx(np.mean(scores["episodes"]))
+    frames = iio.imread(out / "episode_0.mp4")
+    assert frames.ndim == 4 and frames.shape[1:] == (210, 160, 3) and frames.shape[0] > 100
+    assert frames.std() > 0  # not a blank video
+    gif = Image.open(out / "episode_0.gif")
+    assert gif.n_frames > 10 and gif.size == (160, 210)
+
+
+def test_plot_makes_three_curves_png(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with open(run_dir / "progress.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["env_steps", "wall_time_s", "episodes", "mean_return"])
+        for i in range(1, 20):
+            w.writerow([i * 1000, i * 2.0, i, -21 + i])
+    result = run("plot.py", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    img = Image.open(run_dir / "curves.png")
+    assert img.size[0] > 600
+
+
+def test_plot_without_returns_is_a_one_line_error(tmp_path):
+    result = run("plot.py", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error:")
