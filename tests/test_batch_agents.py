@@ -1,96 +1,13 @@
 """BatchAgents.collect against a scripted NEXT_STEP-autoreset vector env."""
-import gymnasium
 import numpy as np
 import pytest
 
 import batch_agents
 import hparams
 from batch_agents import BatchAgents
+from fakes import DummyPolicy, ScriptedVectorEnv
 
 F, T = False, True
-
-
-class ScriptedVectorEnv:
-    """A test double of ale_py's AtariVectorEnv with NEXT_STEP autoreset.
-
-    episodes[b] is a cycle of episodes for env b; each is a dict with
-      rewards: reward of every real step, end: "terminated" | "truncated" | "both" (flags at the last step),
-      lives (optional): lives reported after every step (start lives = lives at reset, default 3).
-    The step after an episode end ignores the action and returns reward 0, terminated/truncated False
-    (or `reset_junk` values, to check that BatchAgents masks them) and the new episode's first observation.
-    Observation pixel [0, 0, 0] = episode number, [0, 0, 1] = steps taken in the episode, [0, 0, 2] = env index.
-    """
-
-    def __init__(self, episodes, start_lives=3, reset_junk=None):
-        self.episodes = episodes
-        self.num_envs = len(episodes)
-        self.single_action_space = gymnasium.spaces.Discrete(3)
-        self.start_lives = start_lives
-        self.reset_junk = reset_junk
-        self.actions_log = []
-
-    def _obs(self):
-        obs = np.zeros((self.num_envs, 4, 84, 84), np.uint8)
-        obs[:, 0, 0, 0] = self.episode
-        obs[:, 0, 0, 1] = self.t
-        obs[:, 0, 0, 2] = np.arange(self.num_envs)
-        return obs
-
-    def _episode(self, b):
-        cycle = self.episodes[b]
-        return cycle[self.episode[b] % len(cycle)]
-
-    def reset(self, seed=None):
-        self.seed = seed
-        self.episode = np.zeros(self.num_envs, np.int64)
-        self.t = np.zeros(self.num_envs, np.int64)
-        self.needs_reset = np.zeros(self.num_envs, bool)
-        self.lives = np.full(self.num_envs, self.start_lives, np.int64)
-        return self._obs(), {"lives": self.lives.copy()}
-
-    def step(self, actions):
-        actions = np.asarray(actions)
-        assert actions.shape == (self.num_envs,)
-        assert np.all((0 <= actions) & (actions < self.single_action_space.n))
-        self.actions_log.append(actions.copy())
-        B = self.num_envs
-        reward = np.zeros(B, np.float32)
-        terminated = np.zeros(B, bool)
-        truncated = np.zeros(B, bool)
-        for b in range(B):
-            if self.needs_reset[b]:  # NEXT_STEP autoreset: the action is ignored
-                self.needs_reset[b] = False
-                self.episode[b] += 1
-                self.t[b] = 0
-                self.lives[b] = self.start_lives
-                if self.reset_junk:
-                    reward[b], terminated[b], truncated[b] = self.reset_junk
-                continue
-            ep = self._episode(b)
-            reward[b] = ep["rewards"][self.t[b]]
-            if "lives" in ep:
-                self.lives[b] = ep["lives"][self.t[b]]
-            self.t[b] += 1
-            if self.t[b] == len(ep["rewards"]):
-                terminated[b] = ep["end"] in ("terminated", "both")
-                truncated[b] = ep["end"] in ("truncated", "both")
-                self.needs_reset[b] = True
-        return self._obs(), reward, terminated, truncated, {"lives": self.lives.copy()}
-
-
-class DummyPolicy:
-    """Always action 0, constant value, empty state; records what it was given."""
-
-    def __init__(self, value=0.25):
-        self.value = value
-        self.calls = []
-
-    def __call__(self, obs, state, reset, seed):
-        B = obs.shape[0]
-        assert obs.dtype == np.uint8 and obs.shape == (B, 4, 84, 84)
-        assert state.shape == (B, 0)
-        self.calls.append(dict(obs=obs.copy(), reset=np.array(reset, copy=True), seed=np.array(seed, copy=True)))
-        return np.zeros(B, np.int32), np.full(B, self.value, np.float32), np.zeros((B, 0), np.float32)
 
 
 # env 0: a terminated episode with 3 steps (unclipped rewards), then a 4-step one; cycle.

@@ -48,7 +48,7 @@ def test_state_is_passed_through_and_initial_state_is_empty(net):
 
 def test_architecture(net):
     convs = {"a3c": [(16, 8, 4), (32, 4, 2)], "nature": [(32, 8, 4), (64, 4, 2), (64, 3, 1)]}[net.kind]
-    assert [(c.filters, c.kernel_size[0], c.strides[0]) for c in net.convs] == convs
+    assert [(c.filters, c.kernel_size[0], c.strides[0]) for c in (getattr(net, n) for n in net.conv_names)] == convs
     assert net.hidden.units == {"a3c": 256, "nature": 512}[net.kind]
     assert net.policy_head.units == NUM_ACTIONS and net.value_head.units == 1
     assert all(v.dtype == "float32" for v in net.trainable_variables)
