@@ -365,15 +365,16 @@ class LogdirLock:
         self.file.close()
 
 
-def prepare_logdir(logdir: str):
+def prepare_writable_dir(path: str, flag: str = "--logdir"):
+    """Create `path` and prove we can write there, so a bad path fails now and not at the first save."""
     try:
-        os.makedirs(logdir, exist_ok=True)
-        probe = os.path.join(logdir, ".write_test")
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write_test")
         with open(probe, "w") as f:
             f.write("ok")
         os.remove(probe)
     except OSError as e:
-        raise RunError(f"cannot write to --logdir {logdir} ({e.strerror}); choose a writable directory")
+        raise RunError(f"cannot write to {flag} {path} ({e.strerror}); choose a writable directory")
 
 
 def write_text_atomic(path: str, text: str):
@@ -470,7 +471,7 @@ class Trainer:
         if self.env_factory is None:
             from batch_agents import check_env_id
             check_env_id(hp.env_id)
-        prepare_logdir(hp.logdir)
+        prepare_writable_dir(hp.logdir)
         self.lock = LogdirLock(hp.logdir)
         try:
             self._setup_locked()

@@ -31,7 +31,7 @@ import numpy as np
 
 import a3c  # noqa: E402  (sets TF_CPP_MIN_LOG_LEVEL before TensorFlow is imported)
 import hparams as hparams_lib
-from a3c import CHECKPOINT_SUBDIR, CONFIG_FILE, RunError
+from a3c import CHECKPOINT_SUBDIR, CONFIG_FILE, RunError, warn
 from hparams import ConfigError, HParams
 
 GIF_MAX_BYTES = 5 * 1024 * 1024  # GIFs are re-encoded with fewer frames until they fit
@@ -73,28 +73,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not 0 <= args.seed < 2 ** 31 - args.episodes:
         raise ConfigError(f"--seed must be in [0, 2^31 - episodes), got {args.seed}")
     return args
-
-
-def import_tensorflow():
-    """Import TensorFlow with stderr (fd 2) muted: TF 2.21 logs its start-up lines through absl before
-    TF_CPP_MIN_LOG_LEVEL takes effect, and a user error must stay one line. Python exceptions still show."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow as tf
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-    tf.get_logger().setLevel("ERROR")  # e.g. a malformed `checkpoint` file must stay a one-line error
-    return tf
-
-
-def warn(msg: str):
-    print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -177,17 +155,6 @@ def load_config(path: str) -> tuple[HParams, int | None]:
     except ConfigError as e:
         raise RunError(f"{path} is invalid ({e}); {fix}") from None
     return hp, num_actions
-
-
-def prepare_out(out: str):
-    try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, ".write_test")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise RunError(f"cannot write to --out {out} ({e.strerror}); choose a writable directory")
 
 
 def restore_model(tf, net, prefix: str):
@@ -291,12 +258,12 @@ class EpisodeVideo:
 def evaluate(args) -> int:
     from batch_agents import check_env_id, rom_name
 
-    tf = import_tensorflow()  # only file utilities are used before configure_tensorflow below
+    tf = a3c.import_tensorflow()  # only file utilities are used before configure_tensorflow below
     prefix, config_path = resolve_checkpoint(args.model, tf)
     saved_hp, saved_actions = load_config(config_path)
     env_id = args.env or saved_hp.env_id
     check_env_id(env_id)
-    prepare_out(args.out)
+    a3c.prepare_writable_dir(args.out, "--out")
     N = args.episodes
     K = min(args.record, N)
     if args.record > N:
