@@ -123,7 +123,7 @@ class Learner:
         self.hp = hp
         self.num_actions = num_actions
         self.device = device or compute_device()
-        self.net = build_network(num_actions, hp.network, self.device)
+        self.net = build_network(num_actions, hp.network, self.device, hp.precision)
         variables = self.net.trainable_variables
         self.optimizer = SharedOptimizer(hp.optimizer, variables, decay=hp.rmsprop_decay,
                                          epsilon=hp.optimizer_epsilon, beta1=hp.adam_beta1, beta2=hp.adam_beta2,
@@ -676,6 +676,8 @@ class Trainer:
                     t0 = time.perf_counter()
                     agent.timers.update(env=0.0, inference=0.0)
                     rollout, episodes_ = agent.collect(policy, hp.t_max)
+                    if hp.overlap_env_step:
+                        agent.send_pending()  # the envs step on their own threads during the update
                     t1 = time.perf_counter()
                     metrics = self.learner.train_on(rollout, lr)
                     t2 = time.perf_counter()

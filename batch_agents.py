@@ -9,6 +9,11 @@ Two traps of ale_py's AtariVectorEnv are handled here:
     the first observation of the new episode. That transition is marked `valid=False` and never enters the
     loss; the observation returned AT the end step is the true final observation, so a truncated episode
     can bootstrap from V(final observation).
+The env step can overlap the learner's gradient step: after a rollout, `send_pending()` hands the already
+chosen first actions of the next rollout to the emulator threads (AtariVectorEnv.send) and returns; the next
+`collect` receives their result. Those actions come from the pre-update weights - one update of extra policy
+lag on one step in t_max, the same staleness A3C's lock-free threads already accept.
+
 Episodic life (training only) is done here, not in the env: ale_py's own `episodic_life` restarts the whole
 game at every life loss, which would hide later game states from the agent. Instead a life loss is marked
 `terminated` (no bootstrap across it) while the game continues.
@@ -98,6 +103,7 @@ class BatchAgents:
         self.episode_length = np.zeros(self.num_envs, np.int64)
         self.sample_seed = np.array([seed, 0], np.int32)  # stateless sampling: (run seed, step counter)
         self.pending = None  # policy output for self.obs computed at the end of the previous rollout
+        self.in_flight = None  # actions sent to the env whose result has not been received yet
         self.timers = {"env": 0.0, "inference": 0.0}
 
     def act(self, policy: PolicyFn):
@@ -107,12 +113,40 @@ class BatchAgents:
         self.timers["inference"] += time.perf_counter() - t0
         return np.asarray(actions), np.asarray(values), np.asarray(state)
 
+    def send(self, actions: np.ndarray):
+        """Start stepping the envs with `actions` (asynchronously where the env supports send/recv)."""
+        if self.in_flight is not None:
+            raise RuntimeError("send() while a step is in flight; receive() it first")
+        t0 = time.perf_counter()
+        if hasattr(self.env, "send"):
+            self.env.send(actions)
+        self.in_flight = actions
+        self.timers["env"] += time.perf_counter() - t0
+
+    def send_pending(self):
+        """Send the next rollout's first actions now, so the envs step while the caller does other work."""
+        if self.pending is not None and self.in_flight is None:
+            self.send(self.pending[0])
+
     def step(self, actions: np.ndarray):
         """Apply actions; return per-env (reward, terminated, truncated, valid) of this transition and the
         (returns, lengths) of episodes that just ended."""
+        self.send(actions)
+        return self.receive()
+
+    def receive(self):
+        """Finish the step in flight; same results as step()."""
+        actions, self.in_flight = self.in_flight, None
         t0 = time.perf_counter()
-        obs, reward, terminated, truncated, info = self.env.step(actions)
+        if hasattr(self.env, "recv"):
+            obs, reward, terminated, truncated, info = self.env.recv()
+        else:
+            obs, reward, terminated, truncated, info = self.env.step(actions)
         self.timers["env"] += time.perf_counter() - t0
+        env_id = info.get("env_id")
+        if env_id is not None and not np.array_equal(env_id, np.arange(self.num_envs)):
+            raise RuntimeError(f"the vector env returned envs out of order ({env_id[:8]}...); "
+                               f"batch_size must equal num_envs")
         reward = np.asarray(reward, np.float32)
         terminated = np.asarray(terminated, bool)
         truncated = np.asarray(truncated, bool)
@@ -156,7 +190,11 @@ class BatchAgents:
             obs[t] = self.obs
             resets[t] = self.reset_next
             actions[t], _, self.state = out
-            rewards[t], terminated[t], truncated[t], valid[t], (ret, length) = self.step(actions[t])
+            if self.in_flight is None:
+                self.send(actions[t])
+            elif not np.array_equal(self.in_flight, actions[t]):
+                raise RuntimeError("the actions in flight are not the pending ones")
+            rewards[t], terminated[t], truncated[t], valid[t], (ret, length) = self.receive()
             returns += ret
             lengths += length
             out = self.act(policy)
@@ -166,8 +204,10 @@ class BatchAgents:
         return rollout, EpisodeStats(returns, lengths)
 
     def discard_pending(self):
-        """Forget the cached next action (e.g. after the weights were restored)."""
-        self.pending = None
+        """Forget the cached next action (e.g. after the weights were restored). Actions already sent to the
+        env cannot be taken back: they stay pending and open the next rollout."""
+        if self.in_flight is None:
+            self.pending = None
 
     def close(self):
         close = getattr(self.env, "close", None)

@@ -96,6 +96,13 @@ class HParams:
     """tf.config.experimental.enable_op_determinism (reproducible with threads=1 only; slower)."""
     jit_compile: bool = False
     """Compile the train step with XLA."""
+    overlap_env_step: bool = True
+    """Send the next rollout's first actions to the emulator before the gradient step, so env stepping
+    and the update run at the same time (one more update of policy lag on 1 step in t_max)."""
+    precision: str = "float32"
+    """`float32`, or `bfloat16`: mixed precision, the conv/fc torso computes in bfloat16 while weights,
+    heads, losses and gradients stay float32. Pays off where the hardware has bf16 units (AMX or
+    AVX512-BF16 CPUs, Ampere+ GPUs); checkpoints are the same either way."""
 
     # --- outputs -----------------------------------------------------------------------------------
     logdir: str = "runs/pong"
@@ -146,6 +153,7 @@ CHOICES = {
     "network": ("a3c", "nature"),
     "optimizer": ("rmsprop", "adam"),
     "lr_schedule": ("constant", "linear"),
+    "precision": ("float32", "bfloat16"),
 }
 
 # Fields that change the trained weights' meaning; a checkpoint cannot be resumed or evaluated with others.

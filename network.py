@@ -4,6 +4,14 @@ Input: uint8 frames `[B, 4, 84, 84]` exactly as ale_py's AtariVectorEnv emits th
 uint8 until they are inside the model, which casts, scales to [0, 1] and moves the stack axis last in the same
 graph, so only 1 byte per pixel crosses from host to device and no transpose happens on the host.
 
+Precision: `float32`, or `bfloat16` = mixed precision (Keras "mixed_bfloat16"): the torso computes in bfloat16
+while variables, heads, losses and gradients stay float32. bf16 keeps float32's exponent range, so no loss
+scaling is needed; on CPUs with AMX / AVX512-BF16 (and Ampere+ GPUs) oneDNN/cuDNN run it on bf16 units.
+
+The first conv (8x8, stride 4, 4 input channels) is computed as a 2x2 stride-1 conv over a space-to-depth
+view of the input (21x21x64): the same function of the same kernel variable (rearranged in-graph, so
+checkpoints do not change), but 64 input channels keep the CPU conv kernels' vector lanes full where 4 do not.
+
 Output: `AgentOutput(logits [B, A] float32, value [B] float32, state)`. `state` is the recurrent core state;
 the feed-forward nets carry an empty one `[B, 0]` so that the rollout and train code already thread a
 per-env state that is reset at episode starts - an A3C-LSTM core slots in by returning a real one.
@@ -37,25 +45,59 @@ _TORSOS = {
 }
 
 
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}  # hparams name -> Keras dtype policy
+
+
+def space_to_depth_input(obs: tf.Tensor, block: int, dtype) -> tf.Tensor:
+    """uint8 `[B, C, H, W]` -> `[B, H/block, W/block, block*block*C]` in `dtype`, scaled to [0, 1].
+
+    Channel (i * block + j) * C + c holds pixel (block*h + i, block*w + j) of frame c - the order
+    `space_to_depth_kernel` expects. Also does the NCHW -> NHWC move, so there is still one transpose."""
+    _, c, h, w = obs.shape
+    x = tf.reshape(obs, [-1, c, h // block, block, w // block, block])
+    x = tf.transpose(x, [0, 2, 4, 3, 5, 1])  # B, h/block, w/block, i, j, C
+    x = tf.reshape(x, [-1, h // block, w // block, block * block * c])
+    return tf.cast(x, dtype) * tf.cast(1.0 / 255.0, dtype)
+
+
+def space_to_depth_kernel(kernel: tf.Tensor, block: int) -> tf.Tensor:
+    """Conv kernel `[K, K, C, F]` (stride `block`) -> `[K/block, K/block, block*block*C, F]` (stride 1)."""
+    k, _, c, f = kernel.shape
+    x = tf.reshape(kernel, [k // block, block, k // block, block, c, f])  # a, i, b, j, C, F
+    x = tf.transpose(x, [0, 2, 1, 3, 4, 5])  # a, b, i, j, C, F
+    return tf.reshape(x, [k // block, k // block, block * block * c, f])
+
+
 class PolicyValueNet(keras.Model):
     """Conv torso + fc, with a policy head and a value head. `state_size` is 0 (feed-forward)."""
 
     state_size = 0
 
-    def __init__(self, num_actions: int, kind: str = "a3c", **kwargs):
+    def __init__(self, num_actions: int, kind: str = "a3c", precision: str = "float32",
+                 space_to_depth: bool = True, **kwargs):
         super().__init__(**kwargs)
         if kind not in _TORSOS:
             raise ValueError(f"unknown network {kind!r}; choose one of {sorted(_TORSOS)}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
         convs, hidden = _TORSOS[kind]
         self.kind = kind
         self.num_actions = num_actions
+        self.precision = precision
+        policy = PRECISIONS[precision]
+        self.compute_dtype_ = tf.bfloat16 if precision == "bfloat16" else tf.float32
         # Each conv is its own attribute: tf.train.Checkpoint does not see layers held in a Python list,
         # and a checkpoint without them would silently re-initialise the torso on restore.
         self.conv_names = tuple(f"conv{i}" for i in range(len(convs)))
         for name, (f, k, s) in zip(self.conv_names, convs):
-            setattr(self, name, keras.layers.Conv2D(f, k, s, activation="relu", name=name))
-        self.flatten = keras.layers.Flatten()
-        self.hidden = keras.layers.Dense(hidden, activation="relu", name="fc")
+            setattr(self, name, keras.layers.Conv2D(f, k, s, activation="relu", name=name, dtype=policy))
+        first_filters, first_kernel, self.first_stride = convs[0]
+        self.space_to_depth = (space_to_depth and first_kernel % self.first_stride == 0
+                               and OBS_SHAPE[1] % self.first_stride == 0)
+        if self.space_to_depth:  # conv0 is applied by hand below; build it so its variables exist
+            self.conv0.build((None, OBS_SHAPE[1], OBS_SHAPE[2], OBS_SHAPE[0]))
+        self.flatten = keras.layers.Flatten(dtype=policy)
+        self.hidden = keras.layers.Dense(hidden, activation="relu", name="fc", dtype=policy)
         # Small policy init keeps the first policy near uniform (high entropy), as in A2C/PPO baselines.
         self.policy_head = keras.layers.Dense(
             num_actions, name="policy", kernel_initializer=keras.initializers.Orthogonal(0.01))
@@ -65,19 +107,29 @@ class PolicyValueNet(keras.Model):
         return tf.zeros([batch_size, self.state_size], tf.float32)
 
     def call(self, obs, state=None) -> AgentOutput:
-        x = tf.cast(obs, tf.float32) * (1.0 / 255.0)
-        x = tf.transpose(x, [0, 2, 3, 1])  # NHWC: the layout TF's CPU and GPU convs both accept
-        for name in self.conv_names:
+        dtype = self.compute_dtype_
+        if self.space_to_depth:
+            x = space_to_depth_input(obs, self.first_stride, dtype)
+            kernel = tf.cast(space_to_depth_kernel(self.conv0.kernel, self.first_stride), dtype)
+            x = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "VALID"), tf.cast(self.conv0.bias, dtype)))
+            rest = self.conv_names[1:]
+        else:
+            x = tf.cast(obs, dtype) * tf.cast(1.0 / 255.0, dtype)
+            x = tf.transpose(x, [0, 2, 3, 1])  # NHWC: the layout TF's CPU and GPU convs both accept
+            rest = self.conv_names
+        for name in rest:
             x = getattr(self, name)(x)
-        x = self.hidden(self.flatten(x))
+        # Heads in float32: a bf16 value (3 significant digits) would blur the n-step targets' differences.
+        x = tf.cast(self.hidden(self.flatten(x)), tf.float32)
         if state is None:
             state = tf.zeros([tf.shape(obs)[0], 0], tf.float32)
         return AgentOutput(self.policy_head(x), tf.squeeze(self.value_head(x), -1), state)
 
 
-def build_network(num_actions: int, kind: str = "a3c", device: str | None = None) -> PolicyValueNet:
+def build_network(num_actions: int, kind: str = "a3c", device: str | None = None, precision: str = "float32",
+                  space_to_depth: bool = True) -> PolicyValueNet:
     """Create the network with its variables on `device` (default: compute_device())."""
     with tf.device(device or compute_device()):
-        net = PolicyValueNet(num_actions, kind)
+        net = PolicyValueNet(num_actions, kind, precision, space_to_depth)
         net(tf.zeros((1,) + OBS_SHAPE, tf.uint8))  # build the variables on that device
     return net

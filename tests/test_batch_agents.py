@@ -4,7 +4,7 @@ import pytest
 
 import batch_agents
 import hparams
-from batch_agents import BatchAgents
+from batch_agents import BatchAgents, Rollout
 from fakes import DummyPolicy, ScriptedVectorEnv
 
 F, T = False, True
@@ -199,3 +199,45 @@ def test_real_atari_vector_env_matches_the_test_double():
     np.testing.assert_array_equal(rollout.resets[:, 0], [T] + [F] * 10 + [T])
     assert stats.lengths == [10, 10]
     assert len(stats.returns) == 2
+
+
+class _ObsDependentPolicy(DummyPolicy):
+    """Deterministic actions that depend on the frames, so a mix-up of steps would change the game."""
+
+    def __call__(self, obs, state, reset, seed):
+        _, values, new_state = super().__call__(obs, state, reset, seed)
+        actions = (obs.reshape(obs.shape[0], -1).astype(np.int64).sum(1) % 6).astype(np.int32)
+        return actions, values, new_state
+
+
+def test_overlapped_env_step_gives_the_same_rollouts_as_plain_stepping():
+    """send_pending() (env steps during the update) changes when the emulator works, not what it returns:
+    on the real AtariVectorEnv, the same seeds and policy give bit-identical rollouts either way."""
+    hp = hparams.HParams(env_id="ALE/Pong-v5", noop_max=0)
+    results = []
+    for overlap in (False, True):
+        env = batch_agents.make_vector_env(hp, 2, num_threads=1)
+        try:
+            agents = BatchAgents(env, seed=3)
+            rollouts = []
+            for _ in range(3):
+                rollouts.append(agents.collect(_ObsDependentPolicy(), 4)[0])
+                if overlap:
+                    agents.send_pending()
+                    assert agents.in_flight is not None
+                    agents.discard_pending()  # too late to take back: the sent actions must still open the next rollout
+        finally:
+            env.close()
+        results.append(rollouts)
+    for plain, overlapped in zip(*results):
+        for name, a, b in zip(Rollout._fields, plain, overlapped):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    assert len({r.actions.tobytes() for r in results[0]}) > 1  # the policy really varied its actions
+
+
+def test_send_while_a_step_is_in_flight_is_refused():
+    _, agents = _agents([[dict(rewards=[0.0] * 5, end="terminated")]])
+    agents.collect(DummyPolicy(), 1)
+    agents.send_pending()
+    with pytest.raises(RuntimeError, match="in flight"):
+        agents.send(np.zeros(1, np.int32))

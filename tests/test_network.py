@@ -121,3 +121,73 @@ def test_variables_are_placed_on_the_requested_device():
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "OK" in proc.stdout
+
+
+def _copy_weights(src, dst):
+    assert [v.shape for v in src.variables] == [v.shape for v in dst.variables]
+    for a, b in zip(src.variables, dst.variables):
+        b.assign(a)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_space_to_depth_first_conv_is_the_same_function(kind):
+    """The 2x2 stride-1 conv over the space-to-depth view must equal Keras' 8x8 stride-4 conv with the same
+    kernel variable - forward and gradient - or checkpoints would change meaning."""
+    plain = network.build_network(NUM_ACTIONS, kind, device="/CPU:0", space_to_depth=False)
+    s2d = network.build_network(NUM_ACTIONS, kind, device="/CPU:0", space_to_depth=True)
+    assert s2d.space_to_depth and not plain.space_to_depth
+    _copy_weights(plain, s2d)
+    obs = tf.constant(_frames(3, seed=1))
+
+    def grads(net):
+        with tf.GradientTape() as tape:
+            out = net(obs)
+            loss = tf.reduce_sum(out.logits ** 2) + tf.reduce_sum(out.value)
+        return out, tape.gradient(loss, net.trainable_variables)
+    (out_p, g_p), (out_s, g_s) = grads(plain), grads(s2d)
+    np.testing.assert_allclose(out_s.logits.numpy(), out_p.logits.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out_s.value.numpy(), out_p.value.numpy(), rtol=1e-4, atol=1e-6)
+    for a, b in zip(g_p, g_s):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-3, atol=1e-5)
+
+
+def test_space_to_depth_matches_a_naive_strided_conv():
+    """Against a loop written from the conv definition, not against another TF conv."""
+    rng = np.random.default_rng(0)
+    obs = rng.integers(0, 256, (2, 4, 12, 12), dtype=np.uint8)
+    kernel = rng.normal(size=(8, 8, 4, 3)).astype(np.float32)
+    x = network.space_to_depth_input(tf.constant(obs), 4, tf.float32)
+    w = network.space_to_depth_kernel(tf.constant(kernel), 4)
+    got = tf.nn.conv2d(x, w, 1, "VALID").numpy()
+    frames = obs.astype(np.float32) / 255.0  # [B, C, H, W]
+    want = np.zeros((2, 2, 2, 3), np.float32)
+    for b in range(2):
+        for oy in range(2):
+            for ox in range(2):
+                patch = frames[b, :, 4 * oy:4 * oy + 8, 4 * ox:4 * ox + 8]  # [C, 8, 8]
+                want[b, oy, ox] = np.einsum("cij,ijcf->f", patch, kernel)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bfloat16_keeps_float32_weights_outputs_and_gradients(kind):
+    full = network.build_network(NUM_ACTIONS, kind, device="/CPU:0")
+    mixed = network.build_network(NUM_ACTIONS, kind, device="/CPU:0", precision="bfloat16")
+    _copy_weights(full, mixed)
+    assert all(v.dtype == tf.float32 for v in mixed.variables)
+    obs = tf.constant(_frames(4, seed=2))
+    with tf.GradientTape() as tape:
+        out = mixed(obs)
+        loss = tf.reduce_sum(out.value) + tf.reduce_sum(out.logits ** 2)
+    grads = tape.gradient(loss, mixed.trainable_variables)
+    assert out.logits.dtype == tf.float32 and out.value.dtype == tf.float32
+    assert all(g.dtype == tf.float32 and np.all(np.isfinite(g.numpy())) for g in grads)
+    ref = full(obs)
+    # bf16 keeps 8 significant bits: ~1% relative error through the torso.
+    np.testing.assert_allclose(out.value.numpy(), ref.value.numpy(), rtol=0.05, atol=0.02)
+    np.testing.assert_allclose(out.logits.numpy(), ref.logits.numpy(), rtol=0.05, atol=0.02)
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision"):
+        network.PolicyValueNet(NUM_ACTIONS, "a3c", precision="float16")
