@@ -6,6 +6,10 @@
 
 All three phases use the same vector envs (built once: ALE start-up is slow), the same thread layout and the
 same TF thread settings, so the ratio training / bare is apples to apples. Every HParams flag is accepted.
+Between inference and training it times the network alone (act on a fixed batch, updates on a fixed rollout,
+both cores busy), which gives the ceiling of training / bare: per env step the machine has to do the
+emulation (1 / bare), one forward (1 / act) and one sample's share of an update (1 / update), so
+training / bare <= (1 / bare) / (1 / bare + 1 / act + 1 / update) however well they overlap.
 Prints a table and a JSON line; peak RSS is the process's high-water mark (reached during training).
 """
 from __future__ import annotations
@@ -27,7 +31,7 @@ import hparams as hparams_lib  # noqa: E402
 
 
 def _run_threads(fn, n: int, seconds: float, warmup: float) -> float:
-    """Run fn(i, stop, count) in n threads; return env steps/s measured after `warmup` seconds."""
+    """Run fn(i) (returns env steps done) in n threads; return env steps/s measured after `warmup` seconds."""
     stop = threading.Event()
     counts = [0] * n
 
@@ -44,6 +48,8 @@ def _run_threads(fn, n: int, seconds: float, warmup: float) -> float:
     stop.set()
     for t in threads:
         t.join()
+    if c1 == c0:
+        raise SystemExit(f"error: no call finished within the {seconds:g} s measured; raise --seconds or --warmup")
     return (c1 - c0) / (t1 - t0)
 
 
@@ -95,7 +101,29 @@ def main(argv=None) -> int:
     infer_sps = _run_threads(infer, hp.threads, args.seconds, args.warmup)
     print(f"env + inference: {infer_sps:,.0f} steps/s", file=sys.stderr)
 
-    # 3. full training (the real Trainer, on the same envs)
+    # 3. the network alone, both cores busy with it: what one env step costs in TF, without the emulator.
+    # Together with bare stepping this gives the ceiling of training / bare if the cores never idled:
+    # per env step the machine must spend 1/bare + 1/act + 1/train core-seconds-per-core.
+    frames = [np.ascontiguousarray(agents[i].obs) for i in range(hp.threads)]
+    states = [agents[i].state for i in range(hp.threads)]
+    no_reset, seed = np.zeros(B, bool), np.zeros(2, np.int32)
+
+    def act_only(i):
+        np.asarray(policy(frames[i], states[i], no_reset, seed)[0])
+        return B
+    act_fps = _run_threads(act_only, hp.threads, args.seconds / 2, args.warmup / 2)
+    rollouts = [agents[i].collect(policy, hp.t_max)[0] for i in range(hp.threads)]
+
+    def train_only(i):
+        learner.train_on(rollouts[i], 1e-12)  # full cost of an update; a ~zero step keeps the weights sane
+        return hp.t_max * B
+    train_only(0)  # trace the train step before the clock runs
+    train_only_sps = _run_threads(train_only, hp.threads, args.seconds / 2, args.warmup / 2)
+    ceiling = (1 / bare_sps) / (1 / bare_sps + 1 / act_fps + 1 / train_only_sps)
+    print(f"network only: act {act_fps:,.0f} frames/s, update {train_only_sps:,.0f} samples/s -> "
+          f"ceiling of training / bare {ceiling:.2f}", file=sys.stderr)
+
+    # 4. full training (the real Trainer, on the same envs)
     trainer = a3c.Trainer(hp, env_factory=lambda i, n: envs[i], out=open(os.devnull, "w"))
     trainer.setup()
     result = {}
@@ -118,6 +146,10 @@ def main(argv=None) -> int:
         trainer.stop_event.set()
     threading.Thread(target=measure, daemon=True).start()
     trainer.run()
+    if not result.get("train_sps"):
+        print(f"error: no update finished within the {args.seconds:g} s measured; raise --seconds or --warmup",
+              file=sys.stderr)
+        return 1
     peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
     out = dict(env_id=hp.env_id, threads=hp.threads, envs_per_thread=B, t_max=hp.t_max, network=hp.network,
@@ -125,6 +157,8 @@ def main(argv=None) -> int:
                tf_inter_op=hp.resolved_inter_op_threads(), jit_compile=hp.jit_compile, precision=hp.precision, cpus=os.cpu_count(),
                bare_sps=round(bare_sps, 1), inference_sps=round(infer_sps, 1),
                train_sps=round(result["train_sps"], 1), ratio=round(result["train_sps"] / bare_sps, 3),
+               act_only_fps=round(act_fps, 1), update_only_sps=round(train_only_sps, 1),
+               ceiling_ratio=round(ceiling, 3),
                peak_rss_gib=round(peak_rss_gib, 2),
                train_time_split={k: round(v, 3) for k, v in result["split"].items()},
                policy_lag_updates=round(result["policy_lag"], 2))
@@ -132,6 +166,9 @@ def main(argv=None) -> int:
     print(f"{'bare env':<18}{bare_sps:>12,.0f}")
     print(f"{'env + inference':<18}{infer_sps:>12,.0f}")
     print(f"{'training':<18}{result['train_sps']:>12,.0f}")
+    print(f"{'network only: act':<18}{act_fps:>12,.0f}  frames/s")
+    print(f"{'network only: update':<18}{train_only_sps:>12,.0f}  samples/s")
+    print(f"ceiling of training / bare if the cores never idled: {ceiling:.2f}")
     print(f"ratio training / bare: {out['ratio']:.2f}   peak RSS: {peak_rss_gib:.2f} GiB   "
           f"policy lag: {out['policy_lag_updates']} updates")
     print("training time split per thread: " + ", ".join(f"{k} {v:.0%}" for k, v in result["split"].items()))

@@ -11,6 +11,10 @@ import tensorflow as tf
 class SharedOptimizer(tf.Module):
     """`rmsprop`: ms <- decay * ms + (1 - decay) * g^2;  w <- w - lr * g / sqrt(ms + eps)
     (eps inside the square root, as in the A3C paper and TF1's RMSPropOptimizer that tf-a3c-gpu and GA3C used).
+    Inside the root, eps floors the denominator at sqrt(eps): with eps = 1e-5 that floor (3.2e-3) is ~100x the
+    RMS gradient of most weights of the A3C net on Pong (median sqrt(ms) ~2e-5 for conv0 and fc, read from a
+    5.5M-step checkpoint), so RMSProp degenerates into plain SGD with a tiny step. eps = 1e-10 (floor 1e-5)
+    is the same as PyTorch's RMSprop(eps=1e-5), the A2C baseline setting, and learned Pong ~3.5x faster per env step.
     `adam`: Kingma & Ba 2015 with bias correction, eps outside the square root.
     """
 

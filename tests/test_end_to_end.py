@@ -89,3 +89,21 @@ def test_plot_without_returns_is_a_one_line_error(tmp_path):
     result = run("plot.py", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error:")
+
+
+def test_benchmark_prints_consistent_figures(tmp_path):
+    """benchmark.py end to end on 2 x 4 real envs: every phase ran, and the derived figures follow from the
+    measured ones (ratio = training / bare; the ceiling is the formula of its docstring and bounds nothing
+    below zero or above one)."""
+    out = tmp_path / "bench.json"
+    result = run("benchmark.py", "--preset", "smoke", "--seconds", "2", "--warmup", "3", "--json", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    b = json.loads(out.read_text())
+    for key in ("bare_sps", "inference_sps", "train_sps", "act_only_fps", "update_only_sps"):
+        assert b[key] > 0, key
+    assert b["ratio"] == pytest.approx(b["train_sps"] / b["bare_sps"], abs=1e-3)
+    ceiling = (1 / b["bare_sps"]) / (1 / b["bare_sps"] + 1 / b["act_only_fps"] + 1 / b["update_only_sps"])
+    assert b["ceiling_ratio"] == pytest.approx(ceiling, abs=1e-3) and 0 < ceiling < 1
+    assert sum(b["train_time_split"].values()) == pytest.approx(1.0, abs=1e-2)
+    assert b["precision"] == "float32" and 0 < b["peak_rss_gib"] < 8
+    assert "ceiling of training / bare" in result.stdout
