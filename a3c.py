@@ -38,6 +38,9 @@ from hparams import ConfigError, HParams  # noqa: E402
 
 CHECKPOINT_SUBDIR = "checkpoints"
 CONFIG_FILE = "config.json"
+# The last RETURN_WINDOW episodes at the newest checkpoint, so a resumed run's "mean of the last 100" carries on
+# instead of restarting empty (which would first fill with the shortest, i.e. lost, games and dip the curves).
+EPISODE_WINDOW_FILE = "episode_window.json"
 LOCK_FILE = ".lock"
 MAX_CONSECUTIVE_NONFINITE = 10  # skipped updates in a row before we call the run diverged
 RETURN_WINDOW = 100  # episodes in the "mean recent return" (A3G / DQN protocol)
@@ -518,6 +521,7 @@ class Trainer:
             c.updates = int(self.state_vars["updates"].numpy())
             c.wall_time_s = float(self.state_vars["wall_time_s"].numpy())
             self.saved_step, self.saved_path = c.env_steps, resumed
+            self._restore_episode_window(c.env_steps)
             self.log(f"resuming from step {c.env_steps} ({resumed})")
         self.config = hp.to_dict()
         self.config["num_actions"] = num_actions
@@ -564,6 +568,20 @@ class Trainer:
         with io_errors(f"cannot rewrite the checkpoint state file in {self.ckpt_dir}"):
             write_checkpoint_state(self.ckpt_dir, readable)
 
+    def _restore_episode_window(self, steps: int):
+        """Refill the recent-episode window saved with the checkpoint we resumed from. It only feeds the logged
+        mean return, so a missing, unreadable or stale file (the resume fell back to an older checkpoint, or
+        the run predates the file) just leaves the window empty."""
+        try:
+            with open(os.path.join(self.ckpt_dir, EPISODE_WINDOW_FILE)) as f:
+                saved = json.load(f)
+            if saved["env_steps"] != steps:
+                return
+            self.recent_returns.extend(float(r) for r in saved["returns"])
+            self.recent_lengths.extend(int(n) for n in saved["lengths"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+
     # -- checkpoints -----------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _workers_paused(self, timeout_s: float = PAUSE_TIMEOUT_S):
@@ -600,6 +618,7 @@ class Trainer:
                 self.state_vars["episodes"].assign(c.episodes)
                 self.state_vars["updates"].assign(c.updates)
                 self.state_vars["wall_time_s"].assign(c.wall_time_s + time.time() - self.session_start)
+                window = (list(zip(self.recent_returns, self.recent_lengths)) + self.pending_episodes)[-RETURN_WINDOW:]
             prefix = os.path.join(self.ckpt_dir, f"ckpt-{steps}")
             try:
                 with io_errors(f"could not write checkpoint {prefix}"):
@@ -617,6 +636,9 @@ class Trainer:
             try:
                 with io_errors(f"wrote checkpoint {path} but could not finish"):
                     write_json_atomic(os.path.join(self.ckpt_dir, CONFIG_FILE), self.config)
+                    write_json_atomic(os.path.join(self.ckpt_dir, EPISODE_WINDOW_FILE),
+                                      dict(env_steps=steps, returns=[r for r, _ in window],
+                                           lengths=[n for _, n in window]))
                     fsync_checkpoint(path)
             except RunError as e:
                 raise CheckpointError(str(e)) from None

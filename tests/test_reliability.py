@@ -579,3 +579,31 @@ def test_same_seed_same_initial_weights_different_seed_different(tmp_path):
         trainer.close()
     assert_all_equal(weights["a"], weights["b"])
     assert not np.array_equal(weights["a"][0], weights["c"][0])
+
+
+def test_resume_carries_the_recent_episode_window(tmp_path):
+    """The logged "mean of the last 100 episodes" continues across a resume instead of restarting empty."""
+    first = make_trainer(tmp_path)
+    assert first.run() == 0
+    expected = (list(zip(first.recent_returns, first.recent_lengths)) + first.pending_episodes)[-a3c.RETURN_WINDOW:]
+    first.close()
+    assert len(expected) >= 5  # the fake env's episodes are 7-9 steps long: 200 steps end many of them
+    second = make_trainer(tmp_path, total_env_steps=400)
+    assert list(zip(second.recent_returns, second.recent_lengths)) == expected
+    second.close()
+
+
+def test_a_stale_episode_window_is_ignored(tmp_path):
+    """A window saved for another step (the resume fell back to an older checkpoint) is not used."""
+    first = make_trainer(tmp_path)
+    assert first.run() == 0
+    first.close()
+    path = os.path.join(tmp_path, "checkpoints", a3c.EPISODE_WINDOW_FILE)
+    with open(path) as f:
+        saved = json.load(f)
+    saved["env_steps"] += 1
+    with open(path, "w") as f:
+        json.dump(saved, f)
+    second = make_trainer(tmp_path, total_env_steps=400)
+    assert len(second.recent_returns) == 0
+    second.close()
