@@ -104,7 +104,8 @@ class HParams:
     precision: str = "float32"
     """`float32`, or `bfloat16`: mixed precision, the conv/fc torso computes in bfloat16 while weights,
     heads, losses and gradients stay float32. Pays off where the hardware has bf16 units (AMX or
-    AVX512-BF16 CPUs, Ampere+ GPUs); checkpoints are the same either way."""
+    AVX512-BF16 CPUs, Ampere+ GPUs); checkpoints are the same either way. Experimental: a one-seed Pong run
+    learned slower than float32 (README, Throughput)."""
 
     # --- outputs -----------------------------------------------------------------------------------
     logdir: str = "runs/pong"
