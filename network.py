@@ -91,7 +91,7 @@ class PolicyValueNet(keras.Model):
         self.conv_names = tuple(f"conv{i}" for i in range(len(convs)))
         for name, (f, k, s) in zip(self.conv_names, convs):
             setattr(self, name, keras.layers.Conv2D(f, k, s, activation="relu", name=name, dtype=policy))
-        first_filters, first_kernel, self.first_stride = convs[0]
+        _, first_kernel, self.first_stride = convs[0]
         self.space_to_depth = (space_to_depth and first_kernel % self.first_stride == 0
                                and OBS_SHAPE[1] % self.first_stride == 0)
         if self.space_to_depth:  # conv0 is applied by hand below; build it so its variables exist
