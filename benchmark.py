@@ -101,9 +101,7 @@ def main(argv=None) -> int:
     infer_sps = _run_threads(infer, hp.threads, args.seconds, args.warmup)
     print(f"env + inference: {infer_sps:,.0f} steps/s", file=sys.stderr)
 
-    # 3. the network alone, both cores busy with it: what one env step costs in TF, without the emulator.
-    # Together with bare stepping this gives the ceiling of training / bare if the cores never idled:
-    # per env step the machine must spend 1/bare + 1/act + 1/train core-seconds-per-core.
+    # 3. the network alone, both cores busy with it (the ceiling of the module docstring)
     frames = [np.ascontiguousarray(agents[i].obs) for i in range(hp.threads)]
     states = [agents[i].state for i in range(hp.threads)]
     no_reset, seed = np.zeros(B, bool), np.zeros(2, np.int32)
@@ -147,9 +145,8 @@ def main(argv=None) -> int:
     threading.Thread(target=measure, daemon=True).start()
     trainer.run()
     if not result.get("train_sps"):
-        print(f"error: no update finished within the {args.seconds:g} s measured; raise --seconds or --warmup",
-              file=sys.stderr)
-        return 1
+        raise SystemExit(f"error: no update finished within the {args.seconds:g} s measured; raise --seconds or "
+                         f"--warmup")
     peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
     out = dict(env_id=hp.env_id, threads=hp.threads, envs_per_thread=B, t_max=hp.t_max, network=hp.network,

@@ -83,9 +83,7 @@ class PolicyValueNet(keras.Model):
         convs, hidden = _TORSOS[kind]
         self.kind = kind
         self.num_actions = num_actions
-        self.precision = precision
         policy = PRECISIONS[precision]
-        self.compute_dtype_ = tf.bfloat16 if precision == "bfloat16" else tf.float32
         # Each conv is its own attribute: tf.train.Checkpoint does not see layers held in a Python list,
         # and a checkpoint without them would silently re-initialise the torso on restore.
         self.conv_names = tuple(f"conv{i}" for i in range(len(convs)))
@@ -107,7 +105,7 @@ class PolicyValueNet(keras.Model):
         return tf.zeros([batch_size, self.state_size], tf.float32)
 
     def call(self, obs, state=None) -> AgentOutput:
-        dtype = self.compute_dtype_
+        dtype = self.hidden.compute_dtype  # the torso's dtype policy decides: "float32" or "bfloat16"
         if self.space_to_depth:
             x = space_to_depth_input(obs, self.first_stride, dtype)
             kernel = tf.cast(space_to_depth_kernel(self.conv0.kernel, self.first_stride), dtype)
