@@ -2,37 +2,38 @@
 
     python a3c_test.py --model runs/pong --out eval/pong                      # 30 greedy episodes, 1 video
     python a3c_test.py --model runs/pong/checkpoints/ckpt-420 --out eval/x --episodes 10 --sample --record 3
-    python a3c_test.py --model models/pong --out eval/y --env ALE/Pong-v5 --seed 7 --max-steps 5000
+    python a3c_test.py --model models/pong --out eval/y --env-id ALE/Pong-v5 --seed 7 --max-steps 5000
 
 --model is a run directory (a3c.py's --logdir), a checkpoint directory holding a `checkpoint` file, or a
 checkpoint prefix (`.../ckpt-420`). The hyperparameters come from the config.json saved next to the checkpoint
 (or in its parent directory); evaluation always plays full games (no episodic life) with raw, unclipped scores.
 
-The agents run through the same code as training: batch_agents.make_vector_env + BatchAgents, and the shared
-network's `act` function (`--greedy` takes the argmax action, `--sample` samples the policy). N episodes are
+The agents run through the same code as training: envs.make_vector_env + BatchAgents, and the learner's
+policy (`--greedy` takes the argmax action, `--sample` samples the policy). N episodes are
 N envs of one vector env, each contributing its first finished episode. Videos come from a second, RGB vector
 env seeded alike and fed the same actions, so it plays the same games frame for frame.
 
 Writes to --out: scores.json, episode_{k}.mp4 and episode_{k}.gif for the first --record episodes.
 Prints `mean ± std over N episodes` on stdout; problems are one `error: ...` line on stderr, exit status 2.
+Owns: the evaluation loop, its scores and the videos. Finding and reading the checkpoint is checkpoints.py's;
+this file must not write anything outside --out.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import os
-import re
 import sys
-import typing
 import zlib
 
 import numpy as np
 
-import a3c  # noqa: E402  (sets TF_CPP_MIN_LOG_LEVEL before TensorFlow is imported)
 import hparams as hparams_lib
-from a3c import CHECKPOINT_SUBDIR, CONFIG_FILE, RunError, warn
-from hparams import ConfigError, HParams
+from checkpoints import load_config, prepare_writable_dir, resolve_checkpoint, restore_weights, trained_env_steps, \
+    write_json_atomic
+from envs import check_env_id, make_vector_env, rom_name
+from errors import ConfigError, RunError, warn
+from tf_setup import configure_tensorflow, import_tensorflow
 
 GIF_MAX_BYTES = 5 * 1024 * 1024  # GIFs are re-encoded with fewer frames until they fit
 GIF_MAX_FRAMES = 3000  # frames kept (compressed) per GIF; the frame stride doubles when more arrive
@@ -59,7 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="take the most probable action")
     mode.add_argument("--sample", dest="greedy", action="store_false", help="sample actions from the policy")
     p.add_argument("--seed", type=int, default=0, help="env j is seeded with seed + j; also seeds sampling")
-    p.add_argument("--env", default=None, help="evaluate on this env id instead of the one trained on")
+    p.add_argument("--env-id", "--env", dest="env_id", default=None,
+                   help="evaluate on this env id instead of the one trained on (same flag as a3c.py's)")
     p.add_argument("--record", type=int, default=1, help="record the first K episodes as mp4 and gif")
     p.add_argument("--max-steps", type=int, default=None,
                    help="safety cap: end an episode after this many agent steps (counted as truncated)")
@@ -73,127 +75,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not 0 <= args.seed < 2 ** 31 - args.episodes:
         raise ConfigError(f"--seed must be in [0, 2^31 - episodes), got {args.seed}")
     return args
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Finding the checkpoint and its config
-# ----------------------------------------------------------------------------------------------------------
-def _ckpt_number(prefix: str) -> int:
-    m = re.search(r"-(\d+)$", prefix)
-    return int(m.group(1)) if m else -1
-
-
-def _latest_in(directory: str, tf) -> str | None:
-    """The checkpoint a directory points at: its `checkpoint` file, else the highest-numbered *.index."""
-    if os.path.isfile(os.path.join(directory, "checkpoint")):
-        try:
-            latest = tf.train.latest_checkpoint(directory)
-        except Exception:  # noqa: BLE001 - a malformed `checkpoint` file; reported below
-            latest = None
-        if latest is None:
-            raise RunError(f"{directory}/checkpoint names no checkpoint that exists (the file is corrupt or the "
-                           f"ckpt-N.index/.data files are missing); pass a checkpoint prefix such as "
-                           f"{directory}/ckpt-N instead")
-        return latest
-    prefixes = [p[:-len(".index")] for p in glob.glob(os.path.join(glob.escape(directory), "*.index"))]
-    return max(prefixes, key=_ckpt_number) if prefixes else None
-
-
-def resolve_checkpoint(model: str, tf) -> tuple[str, str]:
-    """--model -> (checkpoint prefix, config.json path)."""
-    model = os.path.normpath(model)
-    model = re.sub(r"\.(index|data-\d+-of-\d+)$", "", model)  # a checkpoint's own files name its prefix
-    if os.path.isfile(model) and os.path.basename(model) == "checkpoint":
-        model = os.path.dirname(model) or "."
-    hint = ("pass a run directory (a3c.py --logdir), a checkpoint directory or a prefix like "
-            "runs/pong/checkpoints/ckpt-420")
-    if os.path.isdir(model):
-        prefix = _latest_in(model, tf)
-        sub = os.path.join(model, CHECKPOINT_SUBDIR)
-        if prefix is None and os.path.isdir(sub):
-            prefix = _latest_in(sub, tf)
-        if prefix is None:
-            raise RunError(f"no checkpoint in {model} (no 'checkpoint' file or ckpt-N.index there or in "
-                           f"{sub}); train with a3c.py --logdir {model} first or {hint}")
-    elif os.path.isfile(model + ".index"):
-        prefix = model
-    elif os.path.exists(model):
-        raise RunError(f"--model {model} is not a checkpoint; {hint}")
-    else:
-        raise RunError(f"--model {model} does not exist; {hint}")
-    here = os.path.dirname(prefix) or "."
-    candidates = [os.path.join(here, CONFIG_FILE), os.path.join(os.path.dirname(os.path.abspath(here)), CONFIG_FILE)]
-    for path in candidates:
-        if os.path.isfile(path):
-            return prefix, path
-    raise RunError(f"no {CONFIG_FILE} next to checkpoint {prefix} or in its parent directory; copy the "
-                   f"{CONFIG_FILE} of the training run (a3c.py --logdir) next to the checkpoint")
-
-
-def load_config(path: str) -> tuple[HParams, int | None]:
-    """config.json -> (validated HParams, num_actions or None). Wrong types are reported, not crashed on."""
-    config = a3c.read_config(path)
-    fix = f"restore {path} from the training run or use another checkpoint"
-    if not isinstance(config, dict):
-        raise RunError(f"{path} is not a JSON object of hyperparameters; {fix}")
-    hints = typing.get_type_hints(HParams)
-    for name, value in config.items():
-        kind = hints.get(name)
-        if kind is None:
-            continue
-        ok = isinstance(value, bool) if kind is bool else (
-            isinstance(value, kind) and not isinstance(value, bool)
-            or kind is float and isinstance(value, int) and not isinstance(value, bool))
-        if not ok:
-            raise RunError(f"{path}: {name} should be of type {kind.__name__}, got {value!r}; {fix}")
-    num_actions = config.get("num_actions")
-    if num_actions is not None and (isinstance(num_actions, bool) or not isinstance(num_actions, int)
-                                    or num_actions < 1):
-        raise RunError(f"{path}: num_actions should be a positive integer, got {num_actions!r}; {fix}")
-    try:
-        hp = hparams_lib.validate(hparams_lib.from_dict(config))
-    except ConfigError as e:
-        raise RunError(f"{path} is invalid ({e}); {fix}") from None
-    return hp, num_actions
-
-
-def restore_model(tf, net, prefix: str):
-    """Restore only the network weights (not the optimizer or counters) and insist that every variable of the
-    network was found in the checkpoint with the right shape. Reading never modifies the checkpoint."""
-    try:
-        status = tf.train.Checkpoint(model=net).restore(prefix).expect_partial()
-        status.assert_existing_objects_matched()
-    except Exception as e:  # noqa: BLE001 - OpError, AssertionError, ValueError, and IndexError for a truncated file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RunError(f"checkpoint {prefix} cannot be loaded ({first[:160]}); it is corrupt or was not "
-                       f"trained with the network/action set in its {CONFIG_FILE}") from None
-    # assert_existing_objects_matched only sees the layers the checkpoint's dependency graph tracks; a layer it
-    # does not track (e.g. one kept in a plain Python list) silently keeps its random init. So also insist
-    # that every variable of the network now holds exactly one of the model tensors stored in the file.
-    reader = tf.train.load_checkpoint(prefix)
-    saved = [reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-             if key.startswith("model/") and key.endswith("/.ATTRIBUTES/VARIABLE_VALUE")]
-    missing = []
-    for v in net.variables:
-        value = v.numpy()
-        match = next((i for i, t in enumerate(saved) if t.shape == value.shape and np.array_equal(t, value)), None)
-        if match is None:
-            missing.append(getattr(v, "path", v.name))
-        else:
-            saved.pop(match)
-    if missing:
-        raise RunError(f"checkpoint {prefix} restored only {len(net.variables) - len(missing)} of the network's "
-                       f"{len(net.variables)} variables (not {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}); "
-                       f"those layers were never saved (network.py does not track them for tf.train.Checkpoint) "
-                       f"or the checkpoint is from another model - it cannot be evaluated")
-
-
-def trained_env_steps(tf, prefix: str) -> int | None:
-    try:
-        return int(tf.train.load_checkpoint(prefix).get_tensor("env_steps/.ATTRIBUTES/VARIABLE_VALUE"))
-    except Exception:  # noqa: BLE001 - an older / foreign checkpoint without the counter
-        n = _ckpt_number(prefix)
-        return n if n >= 0 else None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -256,14 +137,12 @@ class EpisodeVideo:
 # Evaluation
 # ----------------------------------------------------------------------------------------------------------
 def evaluate(args) -> int:
-    from batch_agents import check_env_id, rom_name
-
-    tf = a3c.import_tensorflow()  # only file utilities are used before configure_tensorflow below
-    prefix, config_path = resolve_checkpoint(args.model, tf)
+    import_tensorflow()  # only file utilities are used before configure_tensorflow below
+    prefix, config_path = resolve_checkpoint(args.model)
     saved_hp, saved_actions = load_config(config_path)
-    env_id = args.env or saved_hp.env_id
+    env_id = args.env_id or saved_hp.env_id
     check_env_id(env_id)
-    a3c.prepare_writable_dir(args.out, "--out")
+    prepare_writable_dir(args.out, "--out")
     N = args.episodes
     K = min(args.record, N)
     if args.record > N:
@@ -272,8 +151,9 @@ def evaluate(args) -> int:
     # stays as trained.
     hp = dataclasses.replace(saved_hp, env_id=env_id, episodic_life=False, seed=args.seed, progress_bar=False)
 
-    a3c.configure_tensorflow(hp)
-    from batch_agents import BatchAgents, make_vector_env
+    configure_tensorflow(hp)
+    from batch_agents import BatchAgents
+    from learner import make_learner
     from tqdm import tqdm
 
     cores = hparams_lib._cpu_count()
@@ -293,9 +173,9 @@ def evaluate(args) -> int:
                            f"this checkpoint or ale-py changed the action set")
         if rom_name(env_id) != rom_name(saved_hp.env_id):
             warn(f"evaluating on {env_id} but the checkpoint was trained on {saved_hp.env_id}")
-        learner = a3c.Learner(hp, saved_actions or num_actions)
-        restore_model(tf, learner.net, prefix)
-        env_steps_trained = trained_env_steps(tf, prefix)
+        learner = make_learner(hp, saved_actions or num_actions)
+        restore_weights(learner.net, prefix)
+        env_steps_trained = trained_env_steps(prefix)
 
         agent = BatchAgents(env, seed=args.seed, state_size=learner.net.state_size, episodic_life=False)
         if K:
@@ -390,7 +270,7 @@ def evaluate(args) -> int:
         "full_action_space": hp.full_action_space,
         "videos": [os.path.basename(p) for v in videos for p in (v.mp4_path, v.gif_path)],
     }
-    a3c.write_json_atomic(os.path.join(args.out, "scores.json"), scores)
+    write_json_atomic(os.path.join(args.out, "scores.json"), scores)
     print(f"{scores['mean']:.2f} ± {scores['std']:.2f} over {N} episodes", flush=True)
     return 0
 

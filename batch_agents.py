@@ -1,14 +1,13 @@
-"""A batch of agents: one vectorized Atari env stepped in one call, and `[T, B]` rollout collection.
+"""A batch of agents: one vector env stepped in one call, and `[T, B]` rollout collection.
 
 Each learner thread owns one BatchAgents. Only observations go to the shared network and only actions come
 back; everything else (episode bookkeeping, masks) is NumPy on the host.
 
-Two traps of ale_py's AtariVectorEnv are handled here:
-  * it clips rewards by default - we turn that off so raw game scores are logged, and the trainer clips;
-  * it autoresets in NEXT_STEP mode: the step after an episode end ignores the action, returns reward 0 and
-    the first observation of the new episode. That transition is marked `valid=False` and never enters the
-    loss; the observation returned AT the end step is the true final observation, so a truncated episode
-    can bootstrap from V(final observation).
+The vector env follows the contract of envs.py, whose NEXT_STEP autoreset is handled here: the step after an
+episode end ignores the action, returns reward 0 and the first observation of the new episode. That
+transition is marked `valid=False` and never enters the loss; the observation returned AT the end step is the
+true final observation, so a truncated episode can bootstrap from V(final observation).
+
 The env step can overlap the learner's gradient step: after a rollout, `send_pending()` hands the already
 chosen first actions of the next rollout to the emulator threads (AtariVectorEnv.send) and returns; the next
 `collect` receives their result. Those actions come from the pre-update weights - one update of extra policy
@@ -17,16 +16,18 @@ lag on one step in t_max, the same staleness A3C's lock-free threads already acc
 Episodic life (training only) is done here, not in the env: ale_py's own `episodic_life` restarts the whole
 game at every life loss, which would hide later game states from the agent. Instead a life loss is marked
 `terminated` (no bootstrap across it) while the game continues.
+
+Owns: stepping one vector env with a policy, episode returns and lengths, the valid / terminated / truncated /
+reset masks, the per-env recurrent state between rollouts, and the env / inference timers.
+Must not: build envs (envs.py), compute returns or losses (a3c_math.py), or touch TensorFlow: the policy is
+any PolicyFn.
 """
 from __future__ import annotations
 
-import re
 import time
 from typing import Callable, NamedTuple
 
 import numpy as np
-
-from hparams import ConfigError, HParams
 
 
 class Rollout(NamedTuple):
@@ -52,42 +53,10 @@ class EpisodeStats(NamedTuple):
 PolicyFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple]
 
 
-def rom_name(env_id: str) -> str:
-    """`ALE/Pong-v5`, `PongNoFrameskip-v4`, `Pong` or `pong` -> `pong` (ale_py ROM id)."""
-    name = env_id.split("/")[-1]
-    name = re.sub(r"(NoFrameskip|Deterministic)?-v\d+$", "", name)
-    if not name.islower():
-        name = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-    return name
-
-
-def check_env_id(env_id: str) -> str:
-    from ale_py import roms
-    name = rom_name(env_id)
-    if name not in roms.get_all_rom_ids():
-        raise ConfigError(f"unknown env id {env_id!r}: no Atari ROM named {name!r} ships with ale-py; "
-                          f"use e.g. ALE/Pong-v5 or ALE/Breakout-v5")
-    return name
-
-
-def make_vector_env(hp: HParams, num_envs: int, *, rgb: bool = False, num_threads: int | None = None):
-    """The AtariVectorEnv for hp's settings. `rgb=True` gives full 210x160 RGB frames (for videos) from an
-    otherwise identical env: seeded alike and fed the same actions, it plays the same game step by step."""
-    from ale_py import AtariVectorEnv
-    image = dict(img_height=210, img_width=160, grayscale=False, stack_num=1, maxpool=False) if rgb else {}
-    return AtariVectorEnv(
-        check_env_id(hp.env_id), num_envs,
-        frameskip=hp.frameskip, repeat_action_probability=hp.repeat_action_probability, noop_max=hp.noop_max,
-        full_action_space=hp.full_action_space, max_num_frames_per_episode=hp.max_episode_frames,
-        reward_clipping=False, episodic_life=False, life_loss_info=False,
-        num_threads=hp.resolved_env_threads() if num_threads is None else num_threads,
-        **image)
-
-
 class BatchAgents:
     """Steps B envs in lockstep with one policy call per step and keeps per-env episode bookkeeping.
 
-    env: a NEXT_STEP-autoreset vector env (AtariVectorEnv or a test double with the same API).
+    env: a vector env of the contract in envs.py (NEXT_STEP autoreset).
     """
 
     def __init__(self, env, *, seed: int, state_size: int = 0, episodic_life: bool = False):

@@ -23,11 +23,14 @@ import tempfile
 import threading
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import hparams as hparams_lib  # noqa: E402
+import a3c
+import hparams as hparams_lib
+from batch_agents import BatchAgents
+from envs import make_vector_env
+from errors import ConfigError
+from tf_setup import configure_tensorflow
 
 
 def _run_threads(fn, n: int, seconds: float, warmup: float) -> float:
@@ -61,17 +64,15 @@ def main(argv=None) -> int:
     args, rest = parser.parse_known_args(argv)
     try:
         hp = hparams_lib.parse_args(rest)
-    except hparams_lib.ConfigError as e:
+    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-
-    import a3c
-    from batch_agents import BatchAgents, make_vector_env
 
     logdir = tempfile.mkdtemp(prefix="a3c_bench_")
     hp = hparams_lib.dataclasses.replace(hp, logdir=logdir, progress_bar=False, total_env_steps=10**12,
                                          log_interval_s=1e6, checkpoint_interval_s=1e6)
-    a3c.configure_tensorflow(hp)
+    configure_tensorflow(hp)
+    from learner import make_learner  # imports TensorFlow, after configure_tensorflow set its threads
     t = time.perf_counter()
     envs = [make_vector_env(hp, hp.envs_per_thread) for _ in range(hp.threads)]
     print(f"built {hp.threads} x {hp.envs_per_thread} envs in {time.perf_counter() - t:.1f} s", file=sys.stderr)
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
     print(f"bare env: {bare_sps:,.0f} steps/s", file=sys.stderr)
 
     # 2. env + inference (the acting half of training)
-    learner = a3c.Learner(hp, num_actions)
+    learner = make_learner(hp, num_actions)
     agents = [BatchAgents(env, seed=hp.seed + i * B) for i, env in enumerate(envs)]
     policy = learner.policy()
     agents[0].act(policy)  # trace once before the threads race
@@ -130,13 +131,13 @@ def main(argv=None) -> int:
         time.sleep(args.warmup)
         with trainer.counters.lock:
             s0 = trainer.counters.env_steps
-        trainer.telemetry.clear()
+        trainer.run_log.telemetry.clear()
         t0 = time.perf_counter()
         time.sleep(args.seconds)
         with trainer.counters.lock:
             s1 = trainer.counters.env_steps
         result["train_sps"] = (s1 - s0) / (time.perf_counter() - t0)
-        tel = list(trainer.telemetry)
+        tel = list(trainer.run_log.telemetry)
         total = sum(x.total_s for x in tel) or 1.0
         result["split"] = {k: sum(getattr(x, f"{k}_s") for x in tel) / total for k in ("env", "inference", "train")}
         result["split"]["other"] = 1.0 - sum(result["split"].values())

@@ -3,6 +3,10 @@
 Edit the defaults here, pick a preset (`--preset breakout`) or override any field on the command line
 of a3c.py as `--field-name VALUE` (booleans as `--flag` / `--no-flag`). The resolved config is printed at
 start and saved as `config.json` in the run directory, next to every checkpoint.
+
+Owns: the fields, their defaults and docstrings, presets, validation, the command-line parser built from the
+fields, which fields a checkpoint depends on, and the learning-rate schedule they define.
+Must not import TensorFlow or any other module of the project but errors.py: everything else imports it.
 """
 from __future__ import annotations
 
@@ -13,10 +17,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 
-
-class ConfigError(ValueError):
-    """A user-facing configuration problem; the CLI prints it as one line and exits 2."""
-
+from errors import ConfigError
 
 def _cpu_count() -> int:
     try:
@@ -161,6 +162,15 @@ CHOICES = {
 
 # Fields that change the trained weights' meaning; a checkpoint cannot be resumed or evaluated with others.
 MODEL_FIELDS = ("env_id", "network", "full_action_space")
+# Settings of the env that a resumed run may change, but with a warning: the policy was trained under the old ones.
+ENV_FIELDS = ("frameskip", "repeat_action_probability", "noop_max", "max_episode_frames", "episodic_life")
+
+
+def learning_rate_at(hp: HParams, env_steps: int) -> float:
+    """The step size after `env_steps` env steps of the run, by hp.lr_schedule."""
+    if hp.lr_schedule == "linear":
+        return hp.learning_rate * max(0.0, 1.0 - env_steps / hp.total_env_steps)
+    return hp.learning_rate
 
 
 def validate(hp: HParams) -> HParams:

@@ -12,6 +12,7 @@ import sys
 import time
 
 import a3c
+import envs
 import fakes
 import hparams
 
@@ -47,10 +48,10 @@ def cli_env(fake: bool = True, **fake_options) -> dict:
     """Environment for a subprocess: quiet TF, tests/ importable, and (fake=True) the fake-env test hook."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_ROOT, os.environ.get("PYTHONPATH", "")]))
-    env.pop(a3c.FAKE_ENV_VAR, None)
+    env.pop(envs.FAKE_ENV_VAR, None)
     env.pop(fakes.OPTIONS_VAR, None)
     if fake:
-        env[a3c.FAKE_ENV_VAR] = "fakes:make_env"
+        env[envs.FAKE_ENV_VAR] = "fakes:make_env"
         env[fakes.OPTIONS_VAR] = json.dumps(fake_options)
     return env
 

@@ -14,6 +14,7 @@ import time
 sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 
 import a3c  # noqa: E402
+from tf_setup import import_tensorflow  # noqa: E402
 
 POINT = os.environ["KILL_POINT"]
 NTH = int(os.environ.get("KILL_AT_SAVE", "2"))
@@ -38,7 +39,7 @@ def freeze_on_call(module, name, call_number):
 
 
 def main():
-    a3c.import_tensorflow()
+    import_tensorflow()
     from tensorflow.python.checkpoint import checkpoint_management
     from tensorflow.python.ops import gen_io_ops
     if POINT == "shards":  # merge_v2_checkpoints runs once per save, after the shards are written

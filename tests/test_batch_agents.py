@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 
-import batch_agents
+import envs
 import hparams
 from batch_agents import BatchAgents, Rollout
+from errors import ConfigError
 from fakes import DummyPolicy, ScriptedVectorEnv
 
 F, T = False, True
@@ -161,14 +162,14 @@ def test_lives_going_back_up_at_a_new_game_is_not_a_life_loss():
     ("pong", "pong"), ("ALE/SpaceInvaders-v5", "space_invaders"),
 ])
 def test_rom_name(env_id, rom):
-    assert batch_agents.rom_name(env_id) == rom
+    assert envs.rom_name(env_id) == rom
 
 
 def test_check_env_id():
-    assert batch_agents.check_env_id("ALE/Pong-v5") == "pong"
-    assert batch_agents.check_env_id("ALE/MsPacman-v5") == "ms_pacman"
-    with pytest.raises(hparams.ConfigError, match="Nope"):
-        batch_agents.check_env_id("ALE/Nope-v5")
+    assert envs.check_env_id("ALE/Pong-v5") == "pong"
+    assert envs.check_env_id("ALE/MsPacman-v5") == "ms_pacman"
+    with pytest.raises(ConfigError, match="Nope"):
+        envs.check_env_id("ALE/Nope-v5")
 
 
 def test_bonus_life_is_not_a_life_loss():
@@ -185,7 +186,7 @@ def test_real_atari_vector_env_matches_the_test_double():
     """The scripted env's contract holds for ale_py's AtariVectorEnv: NEXT_STEP autoreset after a time-limit
     truncation (40 frames = 10 agent steps), `lives` in info, uint8 [B, 4, 84, 84] frames."""
     hp = hparams.HParams(env_id="ALE/Pong-v5", max_episode_frames=40, noop_max=0)
-    env = batch_agents.make_vector_env(hp, 2, num_threads=1)
+    env = envs.make_vector_env(hp, 2, num_threads=1)
     try:
         rollout, stats = BatchAgents(env, seed=0).collect(DummyPolicy(), 12)
     finally:
@@ -216,7 +217,7 @@ def test_overlapped_env_step_gives_the_same_rollouts_as_plain_stepping():
     hp = hparams.HParams(env_id="ALE/Pong-v5", noop_max=0)
     results = []
     for overlap in (False, True):
-        env = batch_agents.make_vector_env(hp, 2, num_threads=1)
+        env = envs.make_vector_env(hp, 2, num_threads=1)
         try:
             agents = BatchAgents(env, seed=3)
             rollouts = []

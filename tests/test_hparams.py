@@ -5,7 +5,8 @@ import json
 import pytest
 
 import hparams
-from hparams import ConfigError, HParams
+from errors import ConfigError
+from hparams import HParams
 
 
 def test_defaults_validate():

@@ -17,10 +17,14 @@ import pytest
 import tensorflow as tf
 
 import a3c
+import checkpoints
+import envs
 import fakes
 import hparams
-from a3c import RunError
+import run_log
 from batch_agents import BatchAgents, Rollout
+from errors import RunError
+from learner import A3CLearner
 from helpers import SMALL, STEPS_PER_UPDATE, file_hashes, make_trainer
 
 
@@ -28,7 +32,7 @@ def variables(trainer) -> list:
     """Every value a checkpoint holds: network weights, optimizer slots + iterations, counters."""
     return ([v.numpy() for v in trainer.learner.net.variables] +
             [v.numpy() for v in trainer.learner.optimizer.variables] +
-            [trainer.state_vars[k].numpy() for k in ("env_steps", "episodes", "updates")])
+            [trainer.store.state_vars[k].numpy() for k in ("env_steps", "episodes", "updates")])
 
 
 def counters(trainer) -> tuple:
@@ -61,29 +65,29 @@ def test_full_state_round_trip(tmp_path):
         assert_all_equal(variables(second), saved)
         assert counters(second) == counters(first)
         assert second.counters.claimed_steps == 200
-        assert abs(second.counters.wall_time_s - float(first.state_vars["wall_time_s"].numpy())) < 1e-9
+        assert abs(second.counters.wall_time_s - float(first.store.state_vars["wall_time_s"].numpy())) < 1e-9
         # The learning-rate schedule continues where it stopped (it is a function of env_steps).
         hp = second.hp
-        assert a3c.learning_rate_at(hp, second.counters.env_steps) == a3c.learning_rate_at(hp, 200) == 0.0
-        assert a3c.learning_rate_at(hp, 100) == pytest.approx(hp.learning_rate / 2)
+        assert hparams.learning_rate_at(hp, second.counters.env_steps) == hparams.learning_rate_at(hp, 200) == 0.0
+        assert hparams.learning_rate_at(hp, 100) == pytest.approx(hp.learning_rate / 2)
     finally:
         second.close()
 
 
 def _write_foreign_checkpoint(logdir, trainer, **objects):
     """A checkpoint in logdir's checkpoint dir holding `objects` instead of what the trainer saves."""
-    ckpt_dir = os.path.join(logdir, a3c.CHECKPOINT_SUBDIR)
+    ckpt_dir = os.path.join(logdir, checkpoints.CHECKPOINT_SUBDIR)
     shutil.rmtree(ckpt_dir)
     os.makedirs(ckpt_dir)
     prefix = tf.train.Checkpoint(**objects).write(os.path.join(ckpt_dir, "ckpt-20"))
-    a3c.write_checkpoint_state(ckpt_dir, [prefix])
+    checkpoints.write_checkpoint_state(ckpt_dir, [prefix])
 
 
 @pytest.mark.parametrize("kind", ["missing_optimizer", "extra_object"])
 def test_restore_insists_every_object_matches(tmp_path, kind):
     trainer = make_trainer(tmp_path)
     trainer.close()
-    objects = dict(model=trainer.learner.net, **trainer.state_vars)
+    objects = dict(model=trainer.learner.net, **trainer.store.state_vars)
     if kind == "extra_object":
         objects.update(optimizer=trainer.learner.optimizer, extra=tf.Variable(1.0))
     _write_foreign_checkpoint(tmp_path, trainer, **objects)
@@ -159,7 +163,7 @@ def test_corrupt_checkpoint_falls_back_with_a_warning(tmp_path, capsys, three_ch
     source, saved = three_checkpoints
     logdir = tmp_path / "run"
     shutil.copytree(source, logdir)
-    _damage(os.path.join(logdir, a3c.CHECKPOINT_SUBDIR), damage)
+    _damage(os.path.join(logdir, checkpoints.CHECKPOINT_SUBDIR), damage)
     capsys.readouterr()
     trainer = make_trainer(logdir, checkpoints_kept=3)
     try:
@@ -172,10 +176,10 @@ def test_corrupt_checkpoint_falls_back_with_a_warning(tmp_path, capsys, three_ch
             assert all(name in line for name in skipped) and f"ckpt-{resumed}" in line
         else:  # the lost state file is rebuilt from the checkpoints on disk, so rotation goes on
             assert "rebuilt" in err
-            state = tf.train.get_checkpoint_state(trainer.ckpt_dir)
+            state = tf.train.get_checkpoint_state(trainer.store.ckpt_dir)
             assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ["ckpt-100", "ckpt-200",
                                                                                        "ckpt-300"]
-            assert trainer.manager.checkpoints == list(state.all_model_checkpoint_paths)
+            assert trainer.store.manager.checkpoints == list(state.all_model_checkpoint_paths)
     finally:
         trainer.close()
 
@@ -184,7 +188,7 @@ def test_no_readable_checkpoint_stops_instead_of_starting_over(tmp_path, three_c
     source, _ = three_checkpoints
     logdir = tmp_path / "run"
     shutil.copytree(source, logdir)
-    ckpt_dir = os.path.join(logdir, a3c.CHECKPOINT_SUBDIR)
+    ckpt_dir = os.path.join(logdir, checkpoints.CHECKPOINT_SUBDIR)
     _damage(ckpt_dir, "all_truncated")
     before = file_hashes(ckpt_dir)
     with pytest.raises(RunError) as e:
@@ -201,7 +205,7 @@ def test_crash_leftovers_are_ignored_and_cleaned(tmp_path, three_checkpoints):
     source, saved = three_checkpoints
     logdir = tmp_path / "run"
     shutil.copytree(source, logdir)
-    ckpt_dir = os.path.join(logdir, a3c.CHECKPOINT_SUBDIR)
+    ckpt_dir = os.path.join(logdir, checkpoints.CHECKPOINT_SUBDIR)
     os.makedirs(os.path.join(ckpt_dir, "ckpt-400_temp"))
     with open(os.path.join(ckpt_dir, "ckpt-400_temp", "part-00000-of-00001.data-00000-of-00001"), "wb") as f:
         f.write(b"half a shard")
@@ -237,23 +241,23 @@ def test_incompatible_checkpoint_is_refused(tmp_path, capsys, monkeypatch, natur
     shutil.copytree(nature_run, logdir)
     argv = ["--logdir", str(logdir), "--threads", "2", "--envs-per-thread", "2", "--network", "nature",
             "--no-progress-bar", "--total-env-steps", "40"]
-    monkeypatch.setenv(a3c.FAKE_ENV_VAR, "fakes:make_env")
+    monkeypatch.setenv(envs.FAKE_ENV_VAR, "fakes:make_env")
     if isinstance(change, list):
         argv += change
     elif "num_actions" in change:
         monkeypatch.setenv(fakes.OPTIONS_VAR, json.dumps({"num_actions": change["num_actions"]}))
     else:
-        config_path = os.path.join(logdir, a3c.CONFIG_FILE)
+        config_path = os.path.join(logdir, checkpoints.CONFIG_FILE)
         config = json.load(open(config_path))
         config["network"] = change["config_network"]
-        a3c.write_json_atomic(config_path, config)
+        checkpoints.write_json_atomic(config_path, config)
         argv[argv.index("nature")] = "a3c"
-    before = file_hashes(os.path.join(logdir, a3c.CHECKPOINT_SUBDIR))
+    before = file_hashes(os.path.join(logdir, checkpoints.CHECKPOINT_SUBDIR))
     capsys.readouterr()
     assert a3c.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
-    assert file_hashes(os.path.join(logdir, a3c.CHECKPOINT_SUBDIR)) == before
+    assert file_hashes(os.path.join(logdir, checkpoints.CHECKPOINT_SUBDIR)) == before
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -262,11 +266,11 @@ def test_incompatible_checkpoint_is_refused(tmp_path, capsys, monkeypatch, natur
 def test_rotation_keeps_exactly_checkpoints_kept_and_never_rewrites_one(tmp_path):
     trainer = make_trainer(tmp_path, checkpoints_kept=2)
     try:
-        ckpt_dir = trainer.ckpt_dir
+        ckpt_dir = trainer.store.ckpt_dir
         for step in range(20, 140, 20):
             trainer.counters.env_steps = step
             trainer.save()
-        indexes = sorted(glob.glob(os.path.join(ckpt_dir, "ckpt-*.index")), key=a3c._ckpt_number)
+        indexes = sorted(glob.glob(os.path.join(ckpt_dir, "ckpt-*.index")), key=checkpoints.ckpt_number)
         assert [os.path.basename(p) for p in indexes] == ["ckpt-100.index", "ckpt-120.index"]
         assert len(glob.glob(os.path.join(ckpt_dir, "ckpt-*.data-*"))) == 2
         state = tf.train.get_checkpoint_state(ckpt_dir)
@@ -292,7 +296,7 @@ def test_rotation_keeps_exactly_checkpoints_kept_and_never_rewrites_one(tmp_path
 def learner():
     hp = hparams.HParams(gamma=0.9, gae_lambda=1.0, clip_rewards=False, value_coef=0.5, entropy_beta=0.01)
     keras.utils.set_random_seed(1)
-    learner = a3c.Learner(hp, 3, device="/CPU:0")
+    learner = A3CLearner(hp, 3, device="/CPU:0")
     learner.net.value_head.bias.assign([2.0])  # values far from 0, so "no bootstrap" and "V" differ clearly
     return learner
 
@@ -447,7 +451,7 @@ def test_a_thread_stuck_in_the_env_does_not_hang_the_exit(tmp_path, capsys, monk
         assert time.monotonic() - started < 10
         err = capsys.readouterr().err
         assert "learner thread(s) [1] did not stop within 2 s" in err
-        assert trainer.saved_path and a3c.checkpoint_problem(trainer.saved_path) is None
+        assert trainer.store.saved_path and checkpoints.checkpoint_problem(trainer.store.saved_path) is None
     finally:
         envs[1].release.set()
         timer.join()
@@ -530,7 +534,7 @@ def test_checkpoint_waits_for_updates_in_flight(tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 def test_train_step_and_act_trace_once(tmp_path):
     hp = hparams.HParams(clip_rewards=True)
-    learner = a3c.Learner(hp, 4, device="/CPU:0")
+    learner = A3CLearner(hp, 4, device="/CPU:0")
     rng = np.random.default_rng(0)
     for T, B in [(5, 2), (3, 4), (1, 1), (20, 3)]:
         rollout = Rollout(rng.integers(0, 256, (T, B, 4, 84, 84), dtype=np.uint8),
@@ -585,11 +589,12 @@ def test_resume_carries_the_recent_episode_window(tmp_path):
     """The logged "mean of the last 100 episodes" continues across a resume instead of restarting empty."""
     first = make_trainer(tmp_path)
     assert first.run() == 0
-    expected = (list(zip(first.recent_returns, first.recent_lengths)) + first.pending_episodes)[-a3c.RETURN_WINDOW:]
+    log = first.run_log
+    expected = (list(zip(log.recent_returns, log.recent_lengths)) + log.pending_episodes)[-run_log.RETURN_WINDOW:]
     first.close()
     assert len(expected) >= 5  # the fake env's episodes are 7-9 steps long: 200 steps end many of them
     second = make_trainer(tmp_path, total_env_steps=400)
-    assert list(zip(second.recent_returns, second.recent_lengths)) == expected
+    assert list(zip(second.run_log.recent_returns, second.run_log.recent_lengths)) == expected
     second.close()
 
 
@@ -598,12 +603,12 @@ def test_a_stale_episode_window_is_ignored(tmp_path):
     first = make_trainer(tmp_path)
     assert first.run() == 0
     first.close()
-    path = os.path.join(tmp_path, "checkpoints", a3c.EPISODE_WINDOW_FILE)
+    path = os.path.join(tmp_path, "checkpoints", checkpoints.EPISODE_WINDOW_FILE)
     with open(path) as f:
         saved = json.load(f)
     saved["env_steps"] += 1
     with open(path, "w") as f:
         json.dump(saved, f)
     second = make_trainer(tmp_path, total_env_steps=400)
-    assert len(second.recent_returns) == 0
+    assert len(second.run_log.recent_returns) == 0
     second.close()

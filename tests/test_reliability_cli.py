@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import a3c
+import checkpoints
 from helpers import (Proc, cli_env, file_hashes, make_trainer, one_error_line, progress_rows,
                      run, wait_until)
 
@@ -116,15 +116,15 @@ def test_kill_9_during_a_save_leaves_a_loadable_latest_checkpoint(tmp_path):
         assert proc.wait(30) == -signal.SIGKILL
 
     for point in points:
-        ckpt_dir = os.path.join(tmp_path, point, a3c.CHECKPOINT_SUBDIR)
+        ckpt_dir = os.path.join(tmp_path, point, checkpoints.CHECKPOINT_SUBDIR)
         listing = sorted(os.listdir(ckpt_dir))
         if point == "shards":
             assert any(name.endswith("_temp") for name in listing), listing
         first_prefix = tf.train.latest_checkpoint(ckpt_dir)
         trainer = make_trainer(tmp_path / point, threads=2, envs_per_thread=4, checkpoints_kept=1)
         try:
-            resumed = trainer.saved_path
-            assert resumed is not None and a3c.checkpoint_problem(resumed) is None
+            resumed = trainer.store.saved_path
+            assert resumed is not None and checkpoints.checkpoint_problem(resumed) is None
             assert trainer.counters.env_steps == ckpt_counters(resumed)[0] > 0
             # shards: the save in progress never became "latest", the one before it is used;
             # sweep: the new checkpoint was complete and recorded before anything was deleted.
@@ -154,7 +154,7 @@ def test_a_failing_env_stops_every_thread_saves_and_exits_nonzero(tmp_path):
     assert line.startswith("error: learner thread 1 failed: RuntimeError: fake env #1 failed at step 30; "
                            "all threads stopped; last good state saved in "), line
     prefix = line.rsplit(" ", 1)[1]
-    assert a3c.checkpoint_problem(prefix) is None
+    assert checkpoints.checkpoint_problem(prefix) is None
     steps, _, updates = ckpt_counters(prefix)
     assert updates > 0 and steps == updates * SMOKE_STEPS_PER_UPDATE
     # Thread 1 failed in its 30th env step, i.e. in its 6th rollout: its 5 finished updates plus thread 0's
@@ -166,7 +166,7 @@ def test_a_failing_env_stops_every_thread_saves_and_exits_nonzero(tmp_path):
 # 14. Bad input: one line on stderr, exit 2, no traceback, existing checkpoints untouched
 # ----------------------------------------------------------------------------------------------------------
 def test_bad_command_lines_fail_in_one_line_without_touching_checkpoints(tmp_path, trained_run):
-    ckpt_dir = os.path.join(trained_run, a3c.CHECKPOINT_SUBDIR)
+    ckpt_dir = os.path.join(trained_run, checkpoints.CHECKPOINT_SUBDIR)
     before = file_hashes(trained_run)
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
@@ -193,7 +193,7 @@ def _limit_file_size():
 def test_full_disk_during_a_save_keeps_the_previous_checkpoints(tmp_path, trained_run):
     logdir = tmp_path / "run"
     shutil.copytree(trained_run, logdir)
-    ckpt_dir = os.path.join(logdir, a3c.CHECKPOINT_SUBDIR)
+    ckpt_dir = os.path.join(logdir, checkpoints.CHECKPOINT_SUBDIR)
     before = file_hashes(ckpt_dir)
     previous = tf.train.latest_checkpoint(ckpt_dir)
     argv = ["--logdir", logdir, "--threads", 2, "--envs-per-thread", 2, "--total-env-steps", 10**9,
@@ -206,7 +206,7 @@ def test_full_disk_during_a_save_keeps_the_previous_checkpoints(tmp_path, traine
     assert file_hashes(ckpt_dir) == before  # no partial ckpt-N files, state file unchanged
     trainer = make_trainer(logdir, frameskip=3, repeat_action_probability=0.1)
     trainer.close()
-    assert trainer.saved_path == previous
+    assert trainer.store.saved_path == previous
 
 
 def test_a_failing_final_save_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
@@ -214,12 +214,12 @@ def test_a_failing_final_save_is_one_line_and_exit_2(tmp_path, capsys, monkeypat
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(trainer.manager, "save", disk_full)
+    monkeypatch.setattr(trainer.store.manager, "save", disk_full)
     capsys.readouterr()
     assert trainer.run() == 2
     line = one_error_line(capsys.readouterr().err)
     assert "No space left on device" in line and "no earlier checkpoint exists" in line
-    assert not [n for n in os.listdir(trainer.ckpt_dir) if n.startswith("ckpt-")]
+    assert not [n for n in os.listdir(trainer.store.ckpt_dir) if n.startswith("ckpt-")]
     make_trainer(tmp_path).close()  # the logdir lock was released
 
 
@@ -228,16 +228,16 @@ def test_a_failing_final_save_is_one_line_and_exit_2(tmp_path, capsys, monkeypat
 #    beside the checkpoints is used, and a conflicting --env warns
 # ----------------------------------------------------------------------------------------------------------
 def test_a3c_test_uses_the_stored_config_and_refuses_what_does_not_fit(tmp_path, trained_run):
-    ckpt_dir = os.path.join(trained_run, a3c.CHECKPOINT_SUBDIR)
-    config = json.load(open(os.path.join(ckpt_dir, a3c.CONFIG_FILE)))
+    ckpt_dir = os.path.join(trained_run, checkpoints.CHECKPOINT_SUBDIR)
+    config = json.load(open(os.path.join(ckpt_dir, checkpoints.CONFIG_FILE)))
     assert (config["env_id"], config["frameskip"], config["repeat_action_probability"], config["full_action_space"],
             config["num_actions"]) == ("ALE/Pong-v5", 3, 0.1, False, 6)
     exported = tmp_path / "exported"  # just the checkpoints directory, copied elsewhere
     shutil.copytree(ckpt_dir, exported)
     mismatched = tmp_path / "mismatched"  # weights of the a3c net, config claiming the nature net
     shutil.copytree(trained_run, mismatched)
-    for path in (mismatched / "config.json", mismatched / a3c.CHECKPOINT_SUBDIR / "config.json"):
-        a3c.write_json_atomic(str(path), dict(config, network="nature"))
+    for path in (mismatched / "config.json", mismatched / checkpoints.CHECKPOINT_SUBDIR / "config.json"):
+        checkpoints.write_json_atomic(str(path), dict(config, network="nature"))
     before = file_hashes(trained_run)
     env = cli_env(fake=False)
     quick = ["--episodes", 1, "--max-steps", 20, "--record", 0]
@@ -260,7 +260,7 @@ def test_a3c_test_uses_the_stored_config_and_refuses_what_does_not_fit(tmp_path,
             in other.err)
     scores = json.load(open(tmp_path / "eval" / "scores.json"))
     assert (scores["frameskip"], scores["repeat_action_probability"], scores["full_action_space"]) == (3, 0.1, False)
-    assert scores["config"] == str(exported / a3c.CONFIG_FILE) and scores["trained_env"] == "ALE/Pong-v5"
+    assert scores["config"] == str(exported / checkpoints.CONFIG_FILE) and scores["trained_env"] == "ALE/Pong-v5"
 
     for name, words in (("fewer_actions", "has 4 actions but the checkpoint's policy has 6"),
                         ("wrong_network", "cannot be loaded"), ("missing", "does not exist")):
@@ -285,7 +285,7 @@ def test_one_thread_deterministic_runs_are_identical(tmp_path):
         return [float(row[k]) for k in ("policy", "value", "entropy", "grad_norm", "advantage", "mean_return")]
 
     def tensors(name):
-        reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(tmp_path / name / a3c.CHECKPOINT_SUBDIR))
+        reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(tmp_path / name / checkpoints.CHECKPOINT_SUBDIR))
         return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if "wall_time" not in k}
 
     assert losses("a") == losses("b")

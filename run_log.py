@@ -1,0 +1,165 @@
+"""What a run reports: the tqdm bar, TensorBoard scalars, progress.csv, and the telemetry behind them.
+
+Learner threads hand in what they saw (`add_episodes` with the trainer's counters lock held, `telemetry.append`
+for each update); the trainer's main thread calls `show` twice a second and `write` every --log-interval-s.
+
+TensorBoard: charts/episode_return, charts/episode_length, charts/mean_return_100, charts/steps_per_second,
+charts/learning_rate, charts/episodes, charts/skipped_updates, charts/policy_lag_updates, losses/policy,
+losses/value, losses/entropy, losses/grad_norm, time/{env,inference,train,other}_fraction and the config as
+text. progress.csv has one row per write with PROGRESS_FIELDS (plot.py reads it).
+
+Owns: the recent-episode window (the "mean of the last 100" and what a checkpoint saves of it), the writers,
+and how telemetry is aggregated into a row.
+Must not: count env steps or updates (the trainer's counters are handed in), save checkpoints or touch the
+network.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import csv
+import os
+import sys
+import threading
+from typing import NamedTuple
+
+import numpy as np
+
+from checkpoints import RunCounts, io_errors
+from hparams import HParams
+
+RETURN_WINDOW = 100  # episodes in the "mean recent return" (A3G / DQN protocol)
+
+PROGRESS_FIELDS = ["env_steps", "wall_time_s", "episodes", "updates", "mean_return", "mean_length",
+                   "steps_per_second", "learning_rate", "policy", "value", "entropy", "grad_norm", "advantage",
+                   "policy_lag", "skipped_updates", "time_env", "time_inference", "time_train", "time_other"]
+
+
+class Telemetry(NamedTuple):
+    """One update of one learner thread."""
+    thread: int
+    metrics: dict  # the learner's train_on result
+    env_s: float  # time in env stepping during the rollout
+    inference_s: float  # time in the policy during the rollout
+    train_s: float  # time in the update
+    total_s: float  # rollout + update
+    policy_lag: int  # updates by other threads between the rollout's start and this update
+
+
+def _mean(values):
+    return round(float(np.mean(values)), 3) if values else ""
+
+
+class RunLog:
+    def __init__(self, hp: HParams):
+        self.hp = hp
+        self.recent_returns: collections.deque = collections.deque(maxlen=RETURN_WINDOW)
+        self.recent_lengths: collections.deque = collections.deque(maxlen=RETURN_WINDOW)
+        self.pending_episodes: list = []  # (return, length) since the last row
+        self.telemetry: collections.deque = collections.deque()  # Telemetry since the last row
+        self.lock = threading.Lock()
+        self.writer = self.csv_file = self.csv_writer = self.bar = None
+
+    # -- episodes ------------------------------------------------------------------------------------------
+    def restore_window(self, window: list):
+        """Append (return, length) pairs to the recent-episode window (a resume refills it from a checkpoint)."""
+        with self.lock:
+            for ret, length in window:
+                self.recent_returns.append(ret)
+                self.recent_lengths.append(length)
+
+    def add_episodes(self, returns: list, lengths: list):
+        with self.lock:
+            self.pending_episodes.extend(zip(returns, lengths))
+
+    def take_episodes(self) -> list:
+        """The episodes handed in since the last call (for the next row)."""
+        with self.lock:
+            episodes, self.pending_episodes = self.pending_episodes, []
+        return episodes
+
+    def episode_window(self) -> list:
+        """The last RETURN_WINDOW (return, length) pairs, including those not yet written: what a checkpoint
+        saves so that the window carries on after a resume."""
+        with self.lock:
+            return (list(zip(self.recent_returns, self.recent_lengths)) + self.pending_episodes)[-RETURN_WINDOW:]
+
+    def mean_return(self) -> str:
+        return f"{np.mean(self.recent_returns):.2f}" if self.recent_returns else "n/a"
+
+    # -- writers -------------------------------------------------------------------------------------------
+    def open(self, env_steps: int):
+        """Open the TensorBoard writer (and write the config), progress.csv and the bar; RunError if the logdir
+        cannot be written."""
+        import tensorflow as tf
+        from tqdm import tqdm
+        hp = self.hp
+        with io_errors(f"cannot write logs to {hp.logdir}"):
+            self.writer = tf.summary.create_file_writer(hp.logdir)
+            with self.writer.as_default():
+                tf.summary.text("config", "```\n" + hp.to_json() + "\n```", step=env_steps)
+            csv_path = os.path.join(hp.logdir, "progress.csv")
+            new_csv = not os.path.exists(csv_path)
+            self.csv_file = open(csv_path, "a", newline="")
+        self.csv_writer = csv.DictWriter(self.csv_file, fieldnames=PROGRESS_FIELDS)
+        if new_csv:
+            self.csv_writer.writeheader()
+        self.bar = tqdm(total=hp.total_env_steps, initial=min(env_steps, hp.total_env_steps), unit="step",
+                        unit_scale=True, dynamic_ncols=True, disable=not hp.progress_bar, file=sys.stderr)
+
+    def show(self, env_steps: int, episodes: int):
+        """Move the bar; its postfix is the mean return of the window and the episode count."""
+        self.bar.update(min(env_steps, self.hp.total_env_steps) - self.bar.n)
+        if self.recent_returns:
+            self.bar.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", eps=episodes, refresh=False)
+
+    def close_bar(self):
+        self.bar.close()
+
+    def close(self):
+        import tensorflow as tf
+        with contextlib.suppress(OSError, tf.errors.OpError):
+            self.csv_file.close()
+            self.writer.close()
+
+    def write(self, counts: RunCounts, skipped_updates: int, episodes: list, steps_per_s: float,
+              learning_rate: float):
+        """One row: the counters, the episodes ended since the last row, and the telemetry aggregated."""
+        import tensorflow as tf
+        telemetry = []
+        while self.telemetry:
+            telemetry.append(self.telemetry.popleft())
+        self.restore_window(episodes)
+        steps = counts.env_steps
+        row = dict(env_steps=steps, wall_time_s=round(counts.wall_time_s, 2), episodes=counts.episodes,
+                   updates=counts.updates, mean_return=_mean(self.recent_returns),
+                   mean_length=_mean(self.recent_lengths), steps_per_second=round(steps_per_s, 1),
+                   learning_rate=learning_rate, skipped_updates=skipped_updates)
+        if telemetry:
+            for key in ("policy", "value", "entropy", "grad_norm", "advantage"):
+                row[key] = float(np.mean([t.metrics[key] for t in telemetry]))
+            row["policy_lag"] = float(np.mean([t.policy_lag for t in telemetry]))
+            total = sum(t.total_s for t in telemetry)
+            for key, attr in (("env", "env_s"), ("inference", "inference_s"), ("train", "train_s")):
+                row[f"time_{key}"] = sum(getattr(t, attr) for t in telemetry) / total
+            row["time_other"] = 1.0 - row["time_env"] - row["time_inference"] - row["time_train"]
+        with io_errors(f"cannot write logs to {self.hp.logdir}"):
+            with self.writer.as_default(step=steps):
+                for ret, length in episodes:
+                    tf.summary.scalar("charts/episode_return", ret)
+                    tf.summary.scalar("charts/episode_length", length)
+                if row["mean_return"] != "":
+                    tf.summary.scalar("charts/mean_return_100", row["mean_return"])
+                tf.summary.scalar("charts/steps_per_second", steps_per_s)
+                tf.summary.scalar("charts/learning_rate", row["learning_rate"])
+                tf.summary.scalar("charts/episodes", counts.episodes)
+                tf.summary.scalar("charts/skipped_updates", skipped_updates)
+                if telemetry:
+                    for key in ("policy", "value", "entropy", "grad_norm"):
+                        tf.summary.scalar(f"losses/{key}", row[key])
+                    tf.summary.scalar("charts/policy_lag_updates", row["policy_lag"])
+                    for key in ("env", "inference", "train", "other"):
+                        tf.summary.scalar(f"time/{key}_fraction", row[f"time_{key}"])
+            self.writer.flush()
+            self.csv_writer.writerow({k: row.get(k, "") for k in PROGRESS_FIELDS})
+            self.csv_file.flush()
