@@ -12,6 +12,8 @@ Notation (Mnih et al. 2016, arXiv 1602.01783, Algorithm S3; Schulman et al. 2016
 
 Targets are wrapped in stop_gradient: the policy gradient must not flow into the value head through the
 advantage, and the value regression target is a constant.
+Owns: n-step returns, GAE and the A3C losses, as pure functions tested against NumPy loops.
+Must not: hold variables, call the network or know about threads, envs or files.
 """
 from __future__ import annotations
 

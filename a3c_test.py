@@ -15,8 +15,8 @@ env seeded alike and fed the same actions, so it plays the same games frame for 
 
 Writes to --out: scores.json, episode_{k}.mp4 and episode_{k}.gif for the first --record episodes.
 Prints `mean ± std over N episodes` on stdout; problems are one `error: ...` line on stderr, exit status 2.
-Owns: the evaluation loop, its scores and the videos. Finding and reading the checkpoint is checkpoints.py's;
-this file must not write anything outside --out.
+Owns: the evaluation loop, its scores and the videos (finding and reading the checkpoint is checkpoints.py's).
+Must not: write anything outside --out, or go through the trainer.
 """
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ both cores busy), which gives the ceiling of training / bare: per env step the m
 emulation (1 / bare), one forward (1 / act) and one sample's share of an update (1 / update), so
 training / bare <= (1 / bare) / (1 / bare + 1 / act + 1 / update) however well they overlap.
 Prints a table and a JSON line; peak RSS is the process's high-water mark (reached during training).
+Owns: the throughput measurements and their report.
+Must not: change how training works: it drives the real Trainer, learner and envs, and writes only to a temp logdir.
 """
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ checkpoints do not change), but 64 input channels keep the CPU conv kernels' vec
 Output: `AgentOutput(logits [B, A] float32, value [B] float32, state)`. `state` is the recurrent core state;
 the feed-forward nets carry an empty one `[B, 0]` so that the rollout and train code already thread a
 per-env state that is reset at episode starts - an A3C-LSTM core slots in by returning a real one.
+Owns: the network's layers, its input layout and precision, and the device it is placed on.
+Must not: compute losses or apply gradients (a3c_math.py, learner.py), or know about envs or checkpoints.
 """
 from __future__ import annotations
 

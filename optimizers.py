@@ -2,6 +2,8 @@
 
 Written out (not keras.optimizers) so that the update is a handful of assign ops we can reason about under
 concurrent, lock-free use, and so every slot is a plain tf.Variable in the checkpoint.
+Owns: the optimizer slots (shared by all threads) and the update rule.
+Must not: compute gradients, clip them or decide the learning rate (learner.py and hparams.py do).
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@
 
 Reads RUN_DIR/progress.csv (written by a3c.py every --log-interval-s) and draws the mean raw episode return
 of the last 100 episodes against env steps, episodes and wall-clock training time, side by side in one PNG.
+Owns: reading progress.csv and drawing the curves.
+Must not: import TensorFlow or the trainer, so that plotting is quick and never disturbs a run in progress.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import os
 import sys
 
 REQUIRED = ("env_steps", "wall_time_s", "episodes", "mean_return")
-RETURN_WINDOW = 100  # a3c.RETURN_WINDOW; not imported so that plotting never loads TensorFlow
+RETURN_WINDOW = 100  # run_log.RETURN_WINDOW; not imported so that plotting never loads TensorFlow
 
 
 class PlotError(Exception):

@@ -5,7 +5,6 @@ import pytest
 import envs
 import hparams
 from batch_agents import BatchAgents, Rollout
-from errors import ConfigError
 from fakes import DummyPolicy, ScriptedVectorEnv
 
 F, T = False, True
@@ -154,22 +153,6 @@ def test_lives_going_back_up_at_a_new_game_is_not_a_life_loss():
     np.testing.assert_array_equal(rollout.terminated[:, 0], [T, F, T, F, T, F])
     np.testing.assert_array_equal(rollout.valid[:, 0], [T, F, T, F, T, F])
     assert stats.returns == [1.0, 1.0, 1.0] and stats.lengths == [1, 1, 1]
-
-
-@pytest.mark.parametrize("env_id, rom", [
-    ("ALE/Pong-v5", "pong"), ("PongNoFrameskip-v4", "pong"), ("ALE/MsPacman-v5", "ms_pacman"),
-    ("ALE/Breakout-v5", "breakout"), ("BreakoutDeterministic-v4", "breakout"), ("Pong", "pong"),
-    ("pong", "pong"), ("ALE/SpaceInvaders-v5", "space_invaders"),
-])
-def test_rom_name(env_id, rom):
-    assert envs.rom_name(env_id) == rom
-
-
-def test_check_env_id():
-    assert envs.check_env_id("ALE/Pong-v5") == "pong"
-    assert envs.check_env_id("ALE/MsPacman-v5") == "ms_pacman"
-    with pytest.raises(ConfigError, match="Nope"):
-        envs.check_env_id("ALE/Nope-v5")
 
 
 def test_bonus_life_is_not_a_life_loss():

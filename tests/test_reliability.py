@@ -612,3 +612,54 @@ def test_a_stale_episode_window_is_ignored(tmp_path):
     second = make_trainer(tmp_path, total_env_steps=400)
     assert len(second.run_log.recent_returns) == 0
     second.close()
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "missing"])
+def test_a_lost_run_config_falls_back_to_the_copy_beside_the_checkpoints(tmp_path, capsys, damage):
+    first = make_trainer(tmp_path)
+    assert first.run() == 0
+    first.close()
+    config_path = os.path.join(tmp_path, checkpoints.CONFIG_FILE)
+    copy_path = os.path.join(tmp_path, checkpoints.CHECKPOINT_SUBDIR, checkpoints.CONFIG_FILE)
+    if damage == "corrupt":
+        with open(config_path, "w") as f:
+            f.write('{"env_id": "ALE/Po')
+    else:
+        os.remove(config_path)
+    capsys.readouterr()
+    second = make_trainer(tmp_path, total_env_steps=400)
+    try:
+        assert "resuming from step 200" in second.out.getvalue()
+        warning = capsys.readouterr().err
+        assert f"using the copy saved with the checkpoints, {copy_path}" in warning and config_path in warning
+        with open(config_path) as f:  # rewritten whole from this run's settings
+            assert json.load(f)["total_env_steps"] == 400
+    finally:
+        second.close()
+
+
+def test_both_configs_unreadable_is_one_error_naming_both(tmp_path):
+    first = make_trainer(tmp_path)
+    assert first.run() == 0
+    first.close()
+    config_path = os.path.join(tmp_path, checkpoints.CONFIG_FILE)
+    copy_path = os.path.join(tmp_path, checkpoints.CHECKPOINT_SUBDIR, checkpoints.CONFIG_FILE)
+    for path in (config_path, copy_path):
+        with open(path, "w") as f:
+            f.write("not json")
+    ckpt_dir = os.path.join(tmp_path, checkpoints.CHECKPOINT_SUBDIR)
+    before = file_hashes(ckpt_dir)
+    with pytest.raises(RunError) as e:
+        make_trainer(tmp_path)
+    assert config_path in str(e.value) and f"the copy {copy_path} cannot be read either" in str(e.value)
+    assert "\n" not in str(e.value)
+    assert file_hashes(ckpt_dir) == before
+    make_trainer(tmp_path / "fresh").close()  # the lock was released
+
+
+@pytest.mark.parametrize("env_threads, words", [(1, "1 emulator thread per vector env"),
+                                                (2, "2 emulator threads per vector env")])
+def test_start_up_line_counts_emulator_threads_in_words(tmp_path, env_threads, words):
+    trainer = make_trainer(tmp_path, env_threads=env_threads)
+    trainer.close()
+    assert words in trainer.out.getvalue()

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import a3c_test
 import checkpoints
 from helpers import (Proc, cli_env, file_hashes, make_trainer, one_error_line, progress_rows,
                      run, wait_until)
@@ -293,3 +294,10 @@ def test_one_thread_deterministic_runs_are_identical(tmp_path):
     assert a.keys() == b.keys() and len(a) > 20 and a["updates/.ATTRIBUTES/VARIABLE_VALUE"] == 10
     for key in a:  # every weight, optimizer slot and counter after 10 updates
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.mark.parametrize("flag", ["--env-id", "--env"])
+def test_a3c_test_takes_the_env_flag_of_a3c_py_and_keeps_the_old_name(flag):
+    args = a3c_test.parse_args(["--model", "m", "--out", "o", flag, "ALE/Breakout-v5"])
+    assert args.env_id == "ALE/Breakout-v5"
+    assert a3c_test.parse_args(["--model", "m", "--out", "o"]).env_id is None
