@@ -106,8 +106,9 @@ class Trainer:
         self.learner = make_learner(hp, num_actions)
         resumed = self.store.resume(self.learner.checkpoint_objects())
         if resumed:
-            c.env_steps = c.claimed_steps = resumed.counts.env_steps
-            c.episodes, c.updates, c.wall_time_s = resumed.counts[1:]
+            counts = resumed.counts
+            c.env_steps = c.claimed_steps = counts.env_steps
+            c.episodes, c.updates, c.wall_time_s = counts.episodes, counts.updates, counts.wall_time_s
             self.run_log.restore_window(resumed.window)
             self.log(f"resuming from step {c.env_steps} ({resumed.prefix})")
         config = dict(hp.to_dict(), num_actions=num_actions)
