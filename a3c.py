@@ -92,7 +92,8 @@ class Trainer:
     def _setup_locked(self):
         hp, c = self.hp, self.counters
         configure_tensorflow(hp)
-        from learner import make_learner  # imports TensorFlow: only once the flags and the logdir are known good
+        from learner import check_devices, make_learner  # imports TensorFlow: once flags and logdir are good
+        check_devices(hp)
         self.store = CheckpointStore(hp.logdir, hp.checkpoints_kept)
         saved_config = self.store.saved_config()
         if saved_config is not None:
@@ -104,23 +105,23 @@ class Trainer:
         if saved_config is not None:
             check_num_actions(saved_config, hp, num_actions, hp.logdir)
         self.learner = make_learner(hp, num_actions)
+        for agent in self.agents:
+            agent.use_state_size(self.learner.net.state_size)
         resumed = self.store.resume(self.learner.checkpoint_objects())
         if resumed:
-            counts = resumed.counts
-            c.env_steps = c.claimed_steps = counts.env_steps
-            c.episodes, c.updates, c.wall_time_s = counts.episodes, counts.updates, counts.wall_time_s
+            c.env_steps = c.claimed_steps = resumed.counts.env_steps
+            c.episodes, c.updates, c.wall_time_s = resumed.counts[1:]  # RunCounts: env_steps first
             self.run_log.restore_window(resumed.window)
             self.log(f"resuming from step {c.env_steps} ({resumed.prefix})")
         config = dict(hp.to_dict(), num_actions=num_actions)
         self.store.write_config(config)
         self.log("config:\n" + json.dumps(config, indent=2, sort_keys=True))
         env_threads = hp.resolved_env_threads()
-        self.log(f"network on {self.learner.device}; {hp.threads} threads x {hp.envs_per_thread} envs, "
+        self.log(f"network on {', '.join(self.learner.devices)}; {hp.threads} threads x {hp.envs_per_thread} envs, "
                  f"{env_threads} emulator thread{'s' if env_threads != 1 else ''} per vector env, TF intra/inter-op "
                  f"{hp.resolved_intra_op_threads()}/{hp.resolved_inter_op_threads()}")
         # Trace both functions once here, before threads race to trace them.
-        agent = self.agents[0]
-        agent.pending = agent.act(self.learner.policy())
+        self.agents[0].pending = self.agents[0].act(self.learner.policy())
         self.session_start = time.time()
 
     # -- checkpoints -----------------------------------------------------------------------------------
@@ -187,8 +188,9 @@ class Trainer:
 
     def worker(self, index: int):
         hp, agent = self.hp, self.agents[index]
-        policy = self.learner.policy()
-        steps = hp.t_max * agent.num_envs
+        policy = self.learner.policy(thread=index)
+        t_max = hp.t_max_of(index)
+        steps = t_max * agent.num_envs
         consecutive_nonfinite = 0
         try:
             while (claim := self._claim_rollout(steps)) is not None:
@@ -197,18 +199,22 @@ class Trainer:
                 try:
                     t0 = time.perf_counter()
                     agent.timers.update(env=0.0, inference=0.0)
-                    rollout, episodes_ = agent.collect(policy, hp.t_max)
+                    self.learner.refresh(index)
+                    rollout, episodes_ = agent.collect(policy, t_max)
                     if hp.overlap_env_step:
                         agent.send_pending()  # the envs step on their own threads during the update
                     t1 = time.perf_counter()
-                    metrics = self.learner.train_on(rollout, lr)
+                    metrics = self.learner.train_on(rollout, lr, thread=index)
                     t2 = time.perf_counter()
                     episodes = episodes_
                 finally:
                     updates_now = self._finish_rollout(steps, episodes, metrics["applied"])
                 lag = max(updates_now - updates_at_start - 1, 0)
-                self.run_log.telemetry.append(Telemetry(index, metrics, agent.timers["env"],
+                self.run_log.telemetry.append(Telemetry(index, t_max, metrics, agent.timers["env"],
                                                         agent.timers["inference"], t2 - t1, t2 - t0, lag))
+                every = hp.histogram_interval_updates
+                if every and metrics["applied"] and updates_now % every == 0:
+                    self.run_log.histograms.append(self.learner.histograms(rollout))
                 consecutive_nonfinite = 0 if metrics["applied"] else consecutive_nonfinite + 1
                 if consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
                     raise FloatingPointError(f"loss or gradients were NaN/inf in {consecutive_nonfinite} updates "
@@ -226,6 +232,7 @@ class Trainer:
         hp, c = self.hp, self.counters
         self.session_start = time.time()
         self.run_log.open(c.env_steps)
+        self.run_log.write_graphs(self.learner.graphs())
         # The handlers stay until the final checkpoint is written: a second Ctrl-C must not interrupt it.
         previous_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         threads = [threading.Thread(target=self.worker, args=(i,), name=f"learner-{i}", daemon=True)

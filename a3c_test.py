@@ -3,9 +3,11 @@
     python a3c_test.py --model runs/pong --out eval/pong                      # 30 greedy episodes, 1 video
     python a3c_test.py --model runs/pong/checkpoints/ckpt-420 --out eval/x --episodes 10 --sample --record 3
     python a3c_test.py --model models/pong --out eval/y --env-id ALE/Pong-v5 --seed 7 --max-steps 5000
+    python a3c_test.py --model models/pong --export exported/pong          # a SavedModel of the policy
+    python a3c_test.py --model exported/pong --out eval/z                  # ... evaluated like a checkpoint
 
---model is a run directory (a3c.py's --logdir), a checkpoint directory holding a `checkpoint` file, or a
-checkpoint prefix (`.../ckpt-420`). The hyperparameters come from the config.json saved next to the checkpoint
+--model is a run directory (a3c.py's --logdir), a checkpoint directory holding a `checkpoint` file, a
+checkpoint prefix (`.../ckpt-420`), or a SavedModel written by --export. The hyperparameters come from the config.json saved next to the checkpoint
 (or in its parent directory); evaluation always plays full games (no episodic life) with raw, unclipped scores.
 
 The agents run through the same code as training: envs.make_vector_env + BatchAgents, and the learner's
@@ -29,8 +31,8 @@ import zlib
 import numpy as np
 
 import hparams as hparams_lib
-from checkpoints import load_config, prepare_writable_dir, resolve_checkpoint, restore_weights, trained_env_steps, \
-    write_json_atomic
+from checkpoints import load_config, prepare_writable_dir, read_config, resolve_checkpoint, restore_weights, \
+    trained_env_steps, write_json_atomic
 from envs import check_env_id, make_vector_env, rom_name
 from errors import ConfigError, RunError, warn
 from tf_setup import configure_tensorflow, import_tensorflow
@@ -52,8 +54,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = _Parser(description="Evaluate an a3c-tf checkpoint: scores.json and videos of full games.",
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True,
-                   help="run directory (a3c.py --logdir), checkpoint directory, or checkpoint prefix (…/ckpt-N)")
-    p.add_argument("--out", required=True, help="output directory for scores.json and the videos")
+                   help="run directory (a3c.py --logdir), checkpoint directory, checkpoint prefix (…/ckpt-N), "
+                        "or a SavedModel written by --export")
+    p.add_argument("--out", default=None, help="output directory for scores.json and the videos")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="instead of evaluating, write the policy as a TensorFlow SavedModel to DIR (export.py)")
     p.add_argument("--episodes", type=int, default=30, help="episodes to play (one per env, in parallel)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--greedy", dest="greedy", action="store_true", default=True,
@@ -66,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-steps", type=int, default=None,
                    help="safety cap: end an episode after this many agent steps (counted as truncated)")
     args = p.parse_args(argv)
+    if (args.out is None) == (args.export is None):
+        raise ConfigError("pass --out DIR to evaluate or --export DIR to write a SavedModel (one of them)")
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     if args.record < 0:
@@ -136,9 +143,34 @@ class EpisodeVideo:
 # ----------------------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------------------
-def evaluate(args) -> int:
+def export(args) -> int:
+    """Write the checkpoint's policy as a SavedModel to --export."""
     import_tensorflow()  # only file utilities are used before configure_tensorflow below
     prefix, config_path = resolve_checkpoint(args.model)
+    hp, num_actions = load_config(config_path)
+    hp = dataclasses.replace(hp, devices="")
+    prepare_writable_dir(args.export, "--export")
+    configure_tensorflow(hp)
+    from export import export_policy
+    from network import build_network
+    if num_actions is None:  # a config from before num_actions was saved: the env knows
+        env = make_vector_env(hp, 1, num_threads=1)
+        num_actions = int(env.single_action_space.n)
+        env.close()
+    net = build_network(num_actions, hp.network, device="/CPU:0", precision=hp.precision)
+    restore_weights(net, prefix)
+    export_policy(net, dict(hp.to_dict(), num_actions=num_actions), trained_env_steps(prefix), args.export)
+    print(f"exported {prefix} ({hp.network}, {num_actions} actions) to {args.export}", flush=True)
+    return 0
+
+
+def evaluate(args) -> int:
+    import_tensorflow()  # only file utilities are used before configure_tensorflow below
+    from export import EXPORT_CONFIG, is_saved_model
+    if is_saved_model(args.model):
+        prefix, config_path = args.model, os.path.join(args.model, EXPORT_CONFIG)
+    else:
+        prefix, config_path = resolve_checkpoint(args.model)
     saved_hp, saved_actions = load_config(config_path)
     env_id = args.env_id or saved_hp.env_id
     check_env_id(env_id)
@@ -149,7 +181,8 @@ def evaluate(args) -> int:
         warn(f"--record {args.record} > --episodes {N}: recording all {N} episodes")
     # Evaluation plays full games; everything else (frameskip, sticky actions, no-ops, action set, network)
     # stays as trained.
-    hp = dataclasses.replace(saved_hp, env_id=env_id, episodic_life=False, seed=args.seed, progress_bar=False)
+    hp = dataclasses.replace(saved_hp, env_id=env_id, episodic_life=False, seed=args.seed, progress_bar=False,
+                             devices="")  # one device: wherever it was trained, this machine evaluates it
 
     configure_tensorflow(hp)
     from batch_agents import BatchAgents
@@ -173,11 +206,18 @@ def evaluate(args) -> int:
                            f"this checkpoint or ale-py changed the action set")
         if rom_name(env_id) != rom_name(saved_hp.env_id):
             warn(f"evaluating on {env_id} but the checkpoint was trained on {saved_hp.env_id}")
-        learner = make_learner(hp, saved_actions or num_actions)
-        restore_weights(learner.net, prefix)
-        env_steps_trained = trained_env_steps(prefix)
+        if is_saved_model(args.model):
+            from export import SavedPolicy
+            saved = SavedPolicy(args.model)
+            policy, state_size = saved.policy(greedy=args.greedy), saved.state_size
+            env_steps_trained = read_config(config_path).get("env_steps_trained")
+        else:
+            learner = make_learner(hp, saved_actions or num_actions)
+            restore_weights(learner.net, prefix)
+            policy, state_size = learner.policy(greedy=args.greedy), learner.net.state_size
+            env_steps_trained = trained_env_steps(prefix)
 
-        agent = BatchAgents(env, seed=args.seed, state_size=learner.net.state_size, episodic_life=False)
+        agent = BatchAgents(env, seed=args.seed, state_size=state_size, episodic_life=False)
         if K:
             video_env = make_vector_env(hp, K, rgb=True, num_threads=min(K, cores))
             frames, _ = video_env.reset(seed=int(args.seed))
@@ -190,7 +230,6 @@ def evaluate(args) -> int:
         video_return = np.zeros(K)
         video_ended = np.zeros(K, bool)
 
-        policy = learner.policy(greedy=args.greedy)
         finished = np.zeros(N, bool)
         returns = np.zeros(N)
         lengths = np.zeros(N, np.int64)
@@ -278,7 +317,7 @@ def evaluate(args) -> int:
 def main(argv=None) -> int:
     try:
         args = parse_args(argv)
-        return evaluate(args)
+        return export(args) if args.export else evaluate(args)
     except (ConfigError, RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

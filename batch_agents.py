@@ -75,6 +75,10 @@ class BatchAgents:
         self.in_flight = None  # actions sent to the env whose result has not been received yet
         self.timers = {"env": 0.0, "inference": 0.0}
 
+    def use_state_size(self, state_size: int):
+        """Size every env's recurrent state for the policy's core (zeros, as at an episode start)."""
+        self.state = np.zeros((self.num_envs, state_size), np.float32)
+
     def act(self, policy: PolicyFn):
         t0 = time.perf_counter()
         self.sample_seed[1] += 1

@@ -93,7 +93,7 @@ def main(argv=None) -> int:
 
     # 2. env + inference (the acting half of training)
     learner = make_learner(hp, num_actions)
-    agents = [BatchAgents(env, seed=hp.seed + i * B) for i, env in enumerate(envs)]
+    agents = [BatchAgents(env, seed=hp.seed + i * B, state_size=learner.net.state_size) for i, env in enumerate(envs)]
     policy = learner.policy()
     agents[0].act(policy)  # trace once before the threads race
 

@@ -143,13 +143,23 @@ def read_run_config(logdir: str) -> dict:
         return config
 
 
+def _flag(name: str, value) -> str:
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {value}"
+
+
 def check_compatible(saved: dict, hp: HParams, where: str):
     """Refuse a run whose model fields differ from the saved config's; warn about changed env settings."""
-    for name in hparams_lib.MODEL_FIELDS:
+    for name in hparams_lib.MODEL_FIELDS + hparams_lib.OPTIMIZER_FIELDS:
         if name in saved and saved[name] != getattr(hp, name):
-            flag = "--" + name.replace("_", "-")
             raise RunError(f"checkpoint in {where} was trained with {name}={saved[name]!r} but this run has "
-                           f"{name}={getattr(hp, name)!r}; pass {flag} {saved[name]} or use a new --logdir")
+                           f"{name}={getattr(hp, name)!r}; pass {_flag(name, saved[name])} or use a new --logdir")
+    if saved.get("per_thread_stats") and saved.get("threads", hp.threads) != hp.threads:
+        raise RunError(f"checkpoint in {where} holds the optimizer statistics of {saved['threads']} threads "
+                       f"(--per-thread-stats) but this run has {hp.threads}; pass --threads {saved['threads']} or "
+                       f"use a new --logdir")
     for name in hparams_lib.ENV_FIELDS:
         if name in saved and saved[name] != getattr(hp, name):
             warn(f"resuming with {name}={getattr(hp, name)!r} but the checkpoint in {where} was trained with "

@@ -53,6 +53,10 @@ class HParams:
     """Environments stepped together by one thread; they form the batch dimension B."""
     env_threads: int = 0
     """Emulator worker threads per vector env. 0 = cores // threads (no oversubscription)."""
+    devices: str = ""
+    """Devices for the network, e.g. `GPU:0,GPU:1`: with several, each holds a replica that its threads (spread
+    round-robin) act and compute gradients with; gradients are applied to the shared weights on the first.
+    Empty: every GPU present, else the CPU."""
     tf_intra_op_threads: int = 0
     """TensorFlow threads inside one op. 0 = number of cores."""
     tf_inter_op_threads: int = 0
@@ -60,15 +64,20 @@ class HParams:
 
     # --- A3C ---------------------------------------------------------------------------------------
     network: str = "a3c"
-    """`a3c` (Mnih et al. 2016: conv16 8x8/4, conv32 4x4/2, fc256) or `nature` (Mnih et al. 2015)."""
+    """`a3c` (Mnih et al. 2016: conv16 8x8/4, conv32 4x4/2, fc256), `nature` (Mnih et al. 2015), or `a3c-lstm`
+    (the A3C paper's LSTM agent: the a3c torso, then an LSTM of 256 cells; state reset at episode starts)."""
     t_max: int = 5
     """Rollout length: agent steps per env between updates; the n of the n-step return."""
+    t_max_per_thread: str = ""
+    """Per-thread rollout lengths, e.g. `16,32,64` (A3G's distributed step size), given to the threads
+    round-robin; at most one per thread. Empty: every thread uses --t-max."""
     gamma: float = 0.99
     """Discount per agent step."""
     gae_lambda: float = 1.0
     """GAE(lambda) mixing; 1.0 is the plain n-step advantage of the A3C paper."""
     optimizer: str = "rmsprop"
-    """`rmsprop` (shared statistics, as in the A3C paper) or `adam`."""
+    """`rmsprop` (as in the A3C paper), `adam`, or `amsgrad` (Adam with the running maximum of the second
+    moments, Reddi et al. 2018; A3G's option). Statistics are shared by all threads unless --per-thread-stats."""
     learning_rate: float = 7e-4
     """Initial step size."""
     lr_schedule: str = "linear"
@@ -79,6 +88,9 @@ class HParams:
     """RMSProp: added to the mean square INSIDE the root (A3C paper / TF1 form), so sqrt(eps) floors the
     denominator; 1e-10 matches PyTorch's RMSprop(eps=1e-5) of the A2C baselines. 1e-5 here made RMSProp
     SGD-like and Pong learn ~3.5x slower per env step; the paper's 0.1 is slower still. Adam: added outside."""
+    per_thread_stats: bool = False
+    """Each learner thread keeps optimizer statistics of its own (A3G's non-shared optimizer) while the weights
+    stay shared. Checkpoints then hold every thread's statistics, so a resume needs the same --threads."""
     adam_beta1: float = 0.9
     """Adam first-moment decay."""
     adam_beta2: float = 0.999
@@ -119,11 +131,18 @@ class HParams:
     """Seconds between TensorBoard / progress.csv rows."""
     progress_bar: bool = True
     """Show a tqdm bar on stderr."""
+    histogram_interval_updates: int = 0
+    """Write TensorBoard histograms of every weight and its gradient every this many updates; 0 = never."""
 
     # ------------------------------------------------------------------------------------------------
     @property
     def num_envs(self) -> int:
         return self.threads * self.envs_per_thread
+
+    def t_max_of(self, thread: int) -> int:
+        """The rollout length of learner thread `thread`."""
+        lengths = parse_int_list(self.t_max_per_thread) or [self.t_max]
+        return lengths[thread % len(lengths)]
 
     def resolved_env_threads(self) -> int:
         return self.env_threads or max(1, _cpu_count() // self.threads)
@@ -147,6 +166,9 @@ PRESETS: dict[str, dict] = {
     # is set by updates per env step, and the gradient costs the same per sample at any batch size, so
     # small batches buy ~4x the updates of 2 x 64 for ~20% less throughput.
     "pong": dict(env_id="ALE/Pong-v5", logdir="runs/pong", envs_per_thread=16, total_env_steps=10_000_000),
+    # The A3C paper's LSTM agent on the same Pong settings, so the two rows of README's results compare.
+    "pong-lstm": dict(env_id="ALE/Pong-v5", logdir="runs/pong-lstm", envs_per_thread=16, network="a3c-lstm",
+                      total_env_steps=10_000_000),
     "breakout": dict(env_id="ALE/Breakout-v5", logdir="runs/breakout", total_env_steps=40_000_000),
     # A few hundred steps; used by the tests and to check an install.
     "smoke": dict(env_id="ALE/Pong-v5", threads=2, envs_per_thread=4, total_env_steps=400,
@@ -154,14 +176,16 @@ PRESETS: dict[str, dict] = {
 }
 
 CHOICES = {
-    "network": ("a3c", "nature"),
-    "optimizer": ("rmsprop", "adam"),
+    "network": ("a3c", "nature", "a3c-lstm"),
+    "optimizer": ("rmsprop", "adam", "amsgrad"),
     "lr_schedule": ("constant", "linear"),
     "precision": ("float32", "bfloat16"),
 }
 
 # Fields that change the trained weights' meaning; a checkpoint cannot be resumed or evaluated with others.
 MODEL_FIELDS = ("env_id", "network", "full_action_space")
+# Fields the optimizer statistics in a checkpoint depend on: a resume must keep them.
+OPTIMIZER_FIELDS = ("optimizer", "per_thread_stats")
 # Settings of the env that a resumed run may change, but with a warning: the policy was trained under the old ones.
 ENV_FIELDS = ("frameskip", "repeat_action_probability", "noop_max", "max_episode_frames", "episodic_life")
 
@@ -171,6 +195,11 @@ def learning_rate_at(hp: HParams, env_steps: int) -> float:
     if hp.lr_schedule == "linear":
         return hp.learning_rate * max(0.0, 1.0 - env_steps / hp.total_env_steps)
     return hp.learning_rate
+
+
+def parse_int_list(text: str) -> list[int]:
+    """`16,32,64` -> [16, 32, 64]; `` -> []. ValueError if an entry is not an integer."""
+    return [int(x) for x in text.split(",")] if text.strip() else []
 
 
 def validate(hp: HParams) -> HParams:
@@ -193,6 +222,16 @@ def validate(hp: HParams) -> HParams:
         need(0.0 <= getattr(hp, name) <= 1.0, f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(hp, name)}")
     for name in ("entropy_beta", "value_coef"):
         need(getattr(hp, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(hp, name)}")
+    need(hp.histogram_interval_updates >= 0,
+         f"--histogram-interval-updates must be >= 0, got {hp.histogram_interval_updates}")
+    try:
+        lengths = parse_int_list(hp.t_max_per_thread)
+    except ValueError:
+        lengths = [0]
+    need(all(n >= 1 for n in lengths),
+         f"--t-max-per-thread must be positive integers separated by commas, e.g. 16,32,64; got {hp.t_max_per_thread!r}")
+    need(len(lengths) <= hp.threads, f"--t-max-per-thread gives {len(lengths)} rollout lengths but there are "
+                                     f"{hp.threads} --threads; give at most one per thread")
     need(bool(hp.logdir), "--logdir must not be empty")
     return hp
 

@@ -1,18 +1,23 @@
 """The learner: the shared policy-value network, its optimizer, and the tf.functions every thread calls.
 
 The trainer's threads see a learner only through the `Learner` interface:
-  policy(greedy=False) -> PolicyFn     act on a batch of observations (the batch_agents.PolicyFn signature)
-  train_on(rollout, learning_rate)     one update from one thread's Rollout, applied to the shared variables;
-    -> dict of scalar metrics          always "applied" (bool) and "loss"; A3C adds policy, value, entropy, ...
+  policy(greedy, thread) -> PolicyFn   act on a batch of observations (the batch_agents.PolicyFn signature)
+  refresh(thread)                      before each rollout: the thread's copy of the weights catches up
+  train_on(rollout, learning_rate,     one update from learner thread `thread`'s Rollout, applied to the shared
+           thread) -> dict             variables; scalar metrics: always "applied" (bool) and "loss"; A3C adds
+                                       policy, value, entropy, ...
+  histograms(rollout) -> dict          name -> weight and gradient values, for TensorBoard histograms
+  graphs() -> dict                     name -> tf.Graph of each tf.function, for TensorBoard's graph view
   checkpoint_objects() -> dict         the trackables a checkpoint holds (weights, optimizer slots, ...)
-  net, num_actions, device
+  net, num_actions, device, devices    the shared network, the device it lives on, all devices with a replica
 A3CLearner implements it with a3c_math.a3c_loss. An ACER or V-trace learner implements the same interface
 beside it and make_learner picks it; the trainer loop does not change.
 
-Both tf.functions are traced once per input shape and are safe to call from several threads at once; updates
-are applied lock-free (Hogwild), as in the A3C paper.
-Owns: the shared variables and every TensorFlow op of acting and learning.
-Must not: step envs, count steps or episodes, write files or logs, or hold any per-thread state.
+Every tf.function has an input signature with free batch and time dimensions, so it is traced once, and is safe
+to call from several threads at once; updates are applied lock-free (Hogwild), as in the A3C paper.
+Owns: the shared variables, the optimizer statistics (shared, or one set per thread) and every TensorFlow op of
+acting and learning.
+Must not: step envs, count steps or episodes, or write files or logs.
 """
 from __future__ import annotations
 
@@ -25,8 +30,9 @@ from tf_setup import import_tensorflow
 tf = import_tensorflow()
 
 import a3c_math  # noqa: E402  (imports TensorFlow, which must come in quietly first)
+from errors import ConfigError  # noqa: E402
 from hparams import HParams  # noqa: E402
-from network import build_network, compute_device  # noqa: E402
+from network import build_network, resolve_devices  # noqa: E402
 from optimizers import SharedOptimizer  # noqa: E402
 
 
@@ -34,101 +40,183 @@ class Learner(Protocol):
     net: object
     num_actions: int
     device: str
+    devices: list
 
-    def policy(self, greedy: bool = False): ...
+    def policy(self, greedy: bool = False, thread: int = 0): ...
 
-    def train_on(self, rollout, learning_rate: float) -> dict: ...
+    def refresh(self, thread: int = 0): ...
+
+    def train_on(self, rollout, learning_rate: float, thread: int = 0) -> dict: ...
+
+    def histograms(self, rollout) -> dict: ...
+
+    def graphs(self) -> dict: ...
 
     def checkpoint_objects(self) -> dict: ...
 
 
+_ROLLOUT_SIGNATURE = [  # a batch_agents.Rollout; S (the state size) is filled in per network
+    lambda S: tf.TensorSpec([None, None, 4, 84, 84], tf.uint8),  # obs
+    lambda S: tf.TensorSpec([None, None], tf.int32),  # actions
+    lambda S: tf.TensorSpec([None, None], tf.float32),  # rewards (raw)
+    lambda S: tf.TensorSpec([None, None], tf.bool),  # terminated
+    lambda S: tf.TensorSpec([None, None], tf.bool),  # truncated
+    lambda S: tf.TensorSpec([None, None], tf.bool),  # valid
+    lambda S: tf.TensorSpec([None, None], tf.bool),  # resets: zero the recurrent state before step t
+    lambda S: tf.TensorSpec([None, S], tf.float32),  # initial_state
+    lambda S: tf.TensorSpec([None], tf.float32),  # bootstrap_value
+]
+
+
 class A3CLearner:
-    """Owns the shared variables. `act` and `train_step` are safe to call from several threads at once."""
+    """Owns the shared variables. `act` and the train steps are safe to call from several threads at once.
+
+    With several devices (--devices), the shared weights and optimizer statistics live on the first; every
+    device holds a replica (the first device's replica is the shared net itself). Thread i acts and computes
+    its gradients with the replica of device i mod D, refreshed from the shared weights before each rollout
+    (`refresh`, the paper's thread-local parameters theta'), and applies them to the shared weights."""
 
     def __init__(self, hp: HParams, num_actions: int, device: str | None = None):
         self.hp = hp
         self.num_actions = num_actions
-        self.device = device or compute_device()
-        self.net = build_network(num_actions, hp.network, self.device, hp.precision)
-        variables = self.net.trainable_variables
-        self.optimizer = SharedOptimizer(hp.optimizer, variables, decay=hp.rmsprop_decay,
-                                         epsilon=hp.optimizer_epsilon, beta1=hp.adam_beta1, beta2=hp.adam_beta2,
-                                         device=self.device)
+        self.devices = [device] if device else check_devices(hp)
+        self.device = self.devices[0]
+        self.replicas = [build_network(num_actions, hp.network, d, hp.precision) for d in self.devices]
+        self.net = self.replicas[0]
+        self.syncs = [None] + [self._make_sync(replica, d) for replica, d in zip(self.replicas[1:], self.devices[1:])]
+        # One set of statistics shared by all threads (the A3C paper), or one per thread (--per-thread-stats).
+        self.optimizers = [
+            SharedOptimizer(hp.optimizer, self.net.trainable_variables, decay=hp.rmsprop_decay,
+                            epsilon=hp.optimizer_epsilon, beta1=hp.adam_beta1, beta2=hp.adam_beta2, device=self.device)
+            for _ in range(hp.threads if hp.per_thread_stats else 1)]
+        self.optimizer = self.optimizers[0]
+        self.acts = [self._make_act(replica, d) for replica, d in zip(self.replicas, self.devices)]
+        self.act = self.acts[0]
+        steps = {}  # (optimizer, device) -> train step: threads that share both share one traced function
+        for i in range(max(hp.threads, 1)):
+            key = (i % len(self.optimizers), i % len(self.devices))
+            if key not in steps:
+                steps[key] = self._make_train_step(self.optimizers[key[0]], key[1])
+        self.thread_train_steps = [steps[(i % len(self.optimizers), i % len(self.devices))]
+                                   for i in range(max(hp.threads, 1))]
+        self.train_step = self.thread_train_steps[0]
+        for sync in self.syncs[1:]:
+            sync()
         S = self.net.state_size
-        obs_spec = tf.TensorSpec([None, 4, 84, 84], tf.uint8)
-        net, optimizer = self.net, self.optimizer
 
-        @tf.function(input_signature=[obs_spec, tf.TensorSpec([None, S], tf.float32),
+        @tf.function(input_signature=[spec(S) for spec in _ROLLOUT_SIGNATURE])
+        def gradients(*rollout):
+            with tf.device(self.device):
+                return self._loss_and_gradients(self.net, *rollout)[2]
+        self._gradients = gradients
+
+    def _make_act(self, net, device):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4, 84, 84], tf.uint8),
+                                      tf.TensorSpec([None, net.state_size], tf.float32),
                                       tf.TensorSpec([None], tf.bool), tf.TensorSpec([2], tf.int32),
                                       tf.TensorSpec([], tf.bool)])
         def act(obs, state, reset, seed, greedy):
-            with tf.device(self.device):
+            with tf.device(device):
                 state = tf.where(reset[:, None], tf.zeros_like(state), state)
                 out = net(obs, state)
                 sampled = tf.random.stateless_categorical(out.logits, 1, seed)[:, 0]
                 action = tf.where(greedy, tf.argmax(out.logits, -1), sampled)
                 return tf.cast(action, tf.int32), out.value, out.state
+        return act
 
-        tb = [None, None]
-        train_signature = [
-            tf.TensorSpec([None, None, 4, 84, 84], tf.uint8),  # obs
-            tf.TensorSpec(tb, tf.int32),  # actions
-            tf.TensorSpec(tb, tf.float32),  # rewards (raw)
-            tf.TensorSpec(tb, tf.bool),  # terminated
-            tf.TensorSpec(tb, tf.bool),  # truncated
-            tf.TensorSpec(tb, tf.bool),  # valid
-            tf.TensorSpec(tb, tf.bool),  # resets (used by recurrent cores)
-            tf.TensorSpec([None, S], tf.float32),  # initial_state
-            tf.TensorSpec([None], tf.float32),  # bootstrap_value
-            tf.TensorSpec([], tf.float32),  # learning rate
-        ]
+    def _make_sync(self, replica, device):
+        @tf.function(input_signature=[])
+        def sync():
+            with tf.device(device):
+                for shared, copy in zip(self.net.variables, replica.variables):
+                    copy.assign(shared)
+        return sync
 
-        def train_step(obs, actions, rewards, terminated, truncated, valid, resets, initial_state,
-                       bootstrap_value, learning_rate):
+    def _loss_and_gradients(self, net, obs, actions, rewards, terminated, truncated, valid, resets, initial_state,
+                            bootstrap_value):
+        hp = self.hp
+        if hp.clip_rewards:
+            rewards = tf.clip_by_value(rewards, -1.0, 1.0)
+        with tf.GradientTape() as tape:
+            # From the state the rollout started with, resetting where act did: truncated BPTT over T.
+            out = net.unroll(obs, initial_state, resets)
+            loss, parts = a3c_math.a3c_loss(
+                out.logits, out.value, actions, rewards, terminated, truncated, valid, bootstrap_value,
+                hp.gamma, hp.gae_lambda, hp.value_coef, hp.entropy_beta)
+        return loss, parts, tape.gradient(loss, net.trainable_variables)
+
+    def _make_train_step(self, optimizer, device_index: int):
+        hp, shared = self.hp, self.net
+        net, device = self.replicas[device_index], self.devices[device_index]
+
+        def train_step(*rollout_and_learning_rate):
             """One A3C update from one thread's rollout. Returns a dict of scalar metrics."""
-            with tf.device(self.device):
-                T, B = tf.shape(actions)[0], tf.shape(actions)[1]
-                if hp.clip_rewards:
-                    rewards = tf.clip_by_value(rewards, -1.0, 1.0)
-                with tf.GradientTape() as tape:
-                    out = net(tf.reshape(obs, tf.concat([[T * B], tf.shape(obs)[2:]], 0)))
-                    logits = tf.reshape(out.logits, [T, B, num_actions])
-                    values = tf.reshape(out.value, [T, B])
-                    loss, parts = a3c_math.a3c_loss(
-                        logits, values, actions, rewards, terminated, truncated, valid, bootstrap_value,
-                        hp.gamma, hp.gae_lambda, hp.value_coef, hp.entropy_beta)
-                grads = tape.gradient(loss, net.trainable_variables)
+            *rollout, learning_rate = rollout_and_learning_rate
+            with tf.device(device):
+                loss, parts, grads = self._loss_and_gradients(net, *rollout)
                 clipped, grad_norm = tf.clip_by_global_norm(grads, hp.max_grad_norm)
                 finite = tf.math.is_finite(grad_norm) & tf.math.is_finite(loss)
-                # Lock-free (Hogwild!, Recht et al. 2011) as in the A3C paper: threads apply their updates
-                # to the shared variables without a lock. A lock would serialise the apply ops of the
-                # threads for no measurable gain in learning; the rare interleaved read-modify-write of
-                # RMSProp statistics is the noise the paper accepts. Non-finite gradients are dropped
-                # here, before any shared variable changes.
+            # Lock-free (Hogwild!, Recht et al. 2011) as in the A3C paper: threads apply their updates to the
+            # shared variables without a lock. A lock would serialise the apply ops of the threads for no
+            # measurable gain in learning; the rare interleaved read-modify-write of RMSProp statistics is the
+            # noise the paper accepts. Non-finite gradients are dropped here, before any shared variable changes.
+            with tf.device(self.device):
                 iteration = tf.cond(finite,
-                                    lambda: optimizer.apply(clipped, net.trainable_variables, learning_rate),
+                                    lambda: optimizer.apply(clipped, shared.trainable_variables, learning_rate),
                                     lambda: tf.identity(optimizer.iterations))
-                return dict(loss=loss, policy=parts["policy"], value=parts["value"], entropy=parts["entropy"],
-                            advantage=parts["advantage"], grad_norm=grad_norm, applied=finite,
-                            iteration=iteration)
+            return dict(loss=loss, policy=parts["policy"], value=parts["value"], entropy=parts["entropy"],
+                        advantage=parts["advantage"], grad_norm=grad_norm, applied=finite, iteration=iteration)
+        signature = [spec(net.state_size) for spec in _ROLLOUT_SIGNATURE] + [tf.TensorSpec([], tf.float32)]
+        return tf.function(train_step, input_signature=signature, jit_compile=hp.jit_compile)
 
-        self.act = act
-        self.train_step = tf.function(train_step, input_signature=train_signature, jit_compile=hp.jit_compile)
-
-    def policy(self, greedy: bool = False):
-        """A batch_agents.PolicyFn bound to this learner."""
+    def policy(self, greedy: bool = False, thread: int = 0):
+        """A batch_agents.PolicyFn for learner thread `thread` (its device's replica)."""
         greedy_t = tf.constant(greedy)
+        act = self.acts[thread % len(self.acts)]
 
         def call(obs, state, reset, seed):
-            return self.act(obs, state, reset, seed, greedy_t)
+            return act(obs, state, reset, seed, greedy_t)
         return call
 
-    def train_on(self, rollout, learning_rate: float) -> dict:
-        result = self.train_step(*rollout, np.float32(learning_rate))
+    def refresh(self, thread: int = 0):
+        """Copy the shared weights into thread `thread`'s replica (nothing to do on the first device)."""
+        sync = self.syncs[thread % len(self.syncs)]
+        if sync is not None:
+            sync()
+
+    def train_on(self, rollout, learning_rate: float, thread: int = 0) -> dict:
+        """Update the shared weights from learner thread `thread`'s rollout (computed on its device's replica,
+        with its own optimizer statistics under --per-thread-stats)."""
+        result = self.thread_train_steps[thread % len(self.thread_train_steps)](*rollout, np.float32(learning_rate))
         return {k: v.numpy() for k, v in result.items()}
 
+    def histograms(self, rollout) -> dict:
+        """name -> values of every weight and of its (unclipped) gradient on `rollout`, for TensorBoard."""
+        grads = self._gradients(*rollout)
+        out = {}
+        for v, g in zip(self.net.trainable_variables, grads):
+            name = getattr(v, "path", v.name)
+            out[f"weights/{name}"] = v.numpy()
+            out[f"gradients/{name}"] = g.numpy()
+        return out
+
+    def graphs(self) -> dict:
+        return {"act": self.act.get_concrete_function().graph,
+                "train_step": self.train_step.get_concrete_function().graph}
+
     def checkpoint_objects(self) -> dict:
-        return dict(model=self.net, optimizer=self.optimizer)
+        # Thread 0's statistics keep the name `optimizer`, so shared-statistics checkpoints read as before.
+        # Replicas are copies of `model`: not saved.
+        return dict(model=self.net, optimizer=self.optimizer,
+                    **{f"optimizer_thread{i}": o for i, o in enumerate(self.optimizers[1:], start=1)})
+
+
+def check_devices(hp: HParams) -> list[str]:
+    """hp.devices as TF device names; ConfigError if one does not exist."""
+    try:
+        return resolve_devices(hp.devices)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def make_learner(hp: HParams, num_actions: int, device: str | None = None) -> Learner:

@@ -12,9 +12,11 @@ The first conv (8x8, stride 4, 4 input channels) is computed as a 2x2 stride-1 c
 view of the input (21x21x64): the same function of the same kernel variable (rearranged in-graph, so
 checkpoints do not change), but 64 input channels keep the CPU conv kernels' vector lanes full where 4 do not.
 
-Output: `AgentOutput(logits [B, A] float32, value [B] float32, state)`. `state` is the recurrent core state;
-the feed-forward nets carry an empty one `[B, 0]` so that the rollout and train code already thread a
-per-env state that is reset at episode starts - an A3C-LSTM core slots in by returning a real one.
+Output: `AgentOutput(logits [B, A] float32, value [B] float32, state)`. `state` is the recurrent core state:
+`[B, 0]` for the feed-forward nets, `[B, 2 * units]` (h and c) for `a3c-lstm` (the A3C paper's LSTM agent: its
+conv torso and fc256, then an LSTM of 256 cells, then the heads). `call` is one step; `unroll` runs a whole
+`[T, B]` rollout from its initial state with the same resets `act` applied, for the train step's truncated
+backpropagation through time over t_max.
 Owns: the network's layers, its input layout and precision, and the device it is placed on.
 Must not: compute losses or apply gradients (a3c_math.py, learner.py), or know about envs or checkpoints.
 """
@@ -40,10 +42,34 @@ def compute_device() -> str:
     return gpus[0].name if gpus else "/CPU:0"
 
 
+def resolve_devices(spec: str) -> list[str]:
+    """--devices (`GPU:0,GPU:1`, `/device:CPU:1`, ...) -> TF device names, in order. Empty: every GPU present,
+    else the CPU. ValueError naming the device that does not exist and the ones that do."""
+    if not spec.strip():
+        return [d.name for d in tf.config.list_logical_devices("GPU")] or [compute_device()]
+    available = {d.name.split("device:")[-1]: d.name for d in tf.config.list_logical_devices()}
+    names = []
+    for item in spec.split(","):
+        short = item.strip().split("device:")[-1].lstrip("/").upper()
+        if short not in available:
+            raise ValueError(f"device {item.strip()!r} does not exist on this machine (it has "
+                             f"{', '.join(sorted(available))}); pass --devices with some of those")
+        if available[short] in names:
+            raise ValueError(f"device {item.strip()!r} is listed twice in --devices")
+        names.append(available[short])
+    return names
+
+
 _TORSOS = {
     # name: (conv layers as (filters, kernel, stride), hidden units)
     "a3c": ([(16, 8, 4), (32, 4, 2)], 256),  # Mnih et al. 2016, the A3C paper
     "nature": ([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512),  # Mnih et al. 2015, DQN Nature
+}
+# --network name: (torso, LSTM units after the torso's fc layer, or 0 for a feed-forward net)
+NETWORKS = {
+    "a3c": ("a3c", 0),
+    "nature": ("nature", 0),
+    "a3c-lstm": ("a3c", 256),  # the A3C paper's LSTM agent: its torso, then 256 LSTM cells
 }
 
 
@@ -70,19 +96,57 @@ def space_to_depth_kernel(kernel: tf.Tensor, block: int) -> tf.Tensor:
     return tf.reshape(x, [k // block, k // block, block * block * c, f])
 
 
-class PolicyValueNet(keras.Model):
-    """Conv torso + fc, with a policy head and a value head. `state_size` is 0 (feed-forward)."""
+def _forget_bias_one(shape, dtype=None):
+    """LSTM bias init: 1 for the forget gate, 0 elsewhere (Jozefowicz et al. 2015), gate order i, f, g, o."""
+    units = shape[0] // 4
+    return tf.concat([tf.zeros([units]), tf.ones([units]), tf.zeros([2 * units])], 0)
 
-    state_size = 0
+
+class LSTMCore(keras.layers.Layer):
+    """An LSTM cell (Hochreiter & Schmidhuber 1997), written out so its math and variables are plain:
+    i, f, g, o = split(x W + b + h U);  c' = sigmoid(f) c + sigmoid(i) tanh(g);  h' = sigmoid(o) tanh(c').
+    `project` (x W + b) is separate from `step` so that a rollout projects all T * B inputs in one matmul and
+    only h U runs step by step. State: [h, c] concatenated, `[B, 2 * units]`."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        n, u = input_shape[-1], self.units
+        self.kernel = self.add_weight(name="kernel", shape=(n, 4 * u), initializer="glorot_uniform")
+        self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=(u, 4 * u), initializer="orthogonal")
+        self.bias = self.add_weight(name="bias", shape=(4 * u,), initializer=_forget_bias_one)
+
+    def project(self, x):
+        return tf.matmul(x, self.kernel) + self.bias
+
+    def step(self, projected, state):
+        """(x W + b) `[B, 4 units]`, state `[B, 2 units]` -> (h' `[B, units]`, new state `[B, 2 units]`)."""
+        h, c = tf.split(state, 2, axis=-1)
+        i, f, g, o = tf.split(projected + tf.matmul(h, self.recurrent_kernel), 4, axis=-1)
+        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+        h = tf.sigmoid(o) * tf.tanh(c)
+        return h, tf.concat([h, c], -1)
+
+    def call(self, x, state):
+        return self.step(self.project(x), state)
+
+
+class PolicyValueNet(keras.Model):
+    """Conv torso + fc, an optional LSTM core, a policy head and a value head.
+
+    `state_size` is 0 for the feed-forward nets and 2 * units for an LSTM core (state = [h, c])."""
 
     def __init__(self, num_actions: int, kind: str = "a3c", precision: str = "float32",
                  space_to_depth: bool = True, **kwargs):
         super().__init__(**kwargs)
-        if kind not in _TORSOS:
-            raise ValueError(f"unknown network {kind!r}; choose one of {sorted(_TORSOS)}")
+        if kind not in NETWORKS:
+            raise ValueError(f"unknown network {kind!r}; choose one of {sorted(NETWORKS)}")
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
-        convs, hidden = _TORSOS[kind]
+        torso, lstm_units = NETWORKS[kind]
+        convs, hidden = _TORSOS[torso]
         self.kind = kind
         self.num_actions = num_actions
         policy = PRECISIONS[precision]
@@ -98,6 +162,12 @@ class PolicyValueNet(keras.Model):
             self.conv0.build((None, OBS_SHAPE[1], OBS_SHAPE[2], OBS_SHAPE[0]))
         self.flatten = keras.layers.Flatten(dtype=policy)
         self.hidden = keras.layers.Dense(hidden, activation="relu", name="fc", dtype=policy)
+        # The LSTM stays float32 under mixed precision: its state is carried over thousands of steps.
+        self.lstm_units = lstm_units
+        self.state_size = 2 * lstm_units
+        if lstm_units:
+            self.lstm = LSTMCore(lstm_units, name="lstm", dtype="float32")
+            self.lstm.build((None, hidden))
         # Small policy init keeps the first policy near uniform (high entropy), as in A2C/PPO baselines.
         self.policy_head = keras.layers.Dense(
             num_actions, name="policy", kernel_initializer=keras.initializers.Orthogonal(0.01))
@@ -106,7 +176,8 @@ class PolicyValueNet(keras.Model):
     def initial_state(self, batch_size: int) -> tf.Tensor:
         return tf.zeros([batch_size, self.state_size], tf.float32)
 
-    def call(self, obs, state=None) -> AgentOutput:
+    def torso(self, obs) -> tf.Tensor:
+        """uint8 frames `[N, 4, 84, 84]` -> float32 features `[N, hidden]`."""
         dtype = self.hidden.compute_dtype  # the torso's dtype policy decides: "float32" or "bfloat16"
         if self.space_to_depth:
             x = space_to_depth_input(obs, self.first_stride, dtype)
@@ -120,10 +191,41 @@ class PolicyValueNet(keras.Model):
         for name in rest:
             x = getattr(self, name)(x)
         # Heads in float32: a bf16 value (3 significant digits) would blur the n-step targets' differences.
-        x = tf.cast(self.hidden(self.flatten(x)), tf.float32)
+        return tf.cast(self.hidden(self.flatten(x)), tf.float32)
+
+    def _heads(self, x) -> tuple[tf.Tensor, tf.Tensor]:
+        return self.policy_head(x), tf.squeeze(self.value_head(x), -1)
+
+    def call(self, obs, state=None) -> AgentOutput:
+        """One step for a batch: frames `[B, 4, 84, 84]`, state `[B, S]` (None = zeros) -> AgentOutput."""
+        x = self.torso(obs)
         if state is None:
-            state = tf.zeros([tf.shape(obs)[0], 0], tf.float32)
-        return AgentOutput(self.policy_head(x), tf.squeeze(self.value_head(x), -1), state)
+            state = tf.zeros([tf.shape(obs)[0], self.state_size], tf.float32)
+        if self.lstm_units:
+            x, state = self.lstm(x, state)
+        return AgentOutput(*self._heads(x), state)
+
+    def unroll(self, obs, initial_state, resets) -> AgentOutput:
+        """T steps of B envs: frames `[T, B, 4, 84, 84]`, state before step 0 `[B, S]`, resets `[T, B]` bool
+        (zero the state before step t, as `act` does) -> AgentOutput(logits [T, B, A], value [T, B], state
+        after the last step [B, S]). The torso runs on all T * B frames at once; only the core steps in time."""
+        T, B = tf.shape(obs)[0], tf.shape(obs)[1]
+        x = self.torso(tf.reshape(obs, tf.concat([[T * B], tf.shape(obs)[2:]], 0)))
+        state = initial_state
+        if self.lstm_units:
+            projected = tf.reshape(self.lstm.project(x), [T, B, 4 * self.lstm_units])
+
+            def step(t, state, outputs):
+                state = tf.where(resets[t][:, None], tf.zeros_like(state), state)
+                y, state = self.lstm.step(projected[t], state)
+                return t + 1, state, outputs.write(t, y)
+            _, state, outputs = tf.while_loop(
+                lambda t, *_: t < T, step, (0, state, tf.TensorArray(tf.float32, size=T)),
+                shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, self.state_size]), None))
+            x = outputs.stack()
+        else:
+            x = tf.reshape(x, [T, B, x.shape[-1]])
+        return AgentOutput(*self._heads(x), state)
 
 
 def build_network(num_actions: int, kind: str = "a3c", device: str | None = None, precision: str = "float32",

@@ -18,23 +18,29 @@ class SharedOptimizer(tf.Module):
     5.5M-step checkpoint), so RMSProp degenerates into plain SGD with a tiny step. eps = 1e-10 (floor 1e-5)
     is the same as PyTorch's RMSprop(eps=1e-5), the A2C baseline setting, and learned Pong ~3.5x faster per env step.
     `adam`: Kingma & Ba 2015 with bias correction, eps outside the square root.
+    `amsgrad`: Adam that divides by the running maximum of the second moments instead of the second moment
+    (Reddi et al. 2018), so a weight's step size never grows back after a burst of large gradients; A3G's
+    `--amsgrad`. Same bias correction as `adam` (A3G / PyTorch form).
     """
 
     def __init__(self, kind: str, variables, *, decay=0.99, epsilon=1e-5, beta1=0.9, beta2=0.999,
                  device="/CPU:0", name="optimizer"):
         super().__init__(name=name)
-        if kind not in ("rmsprop", "adam"):
+        if kind not in ("rmsprop", "adam", "amsgrad"):
             raise ValueError(f"unknown optimizer {kind!r}")
         self.kind = kind
         self.decay, self.epsilon, self.beta1, self.beta2 = decay, epsilon, beta1, beta2
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
         self.first = []
         self.second = []
+        self.max_second = []
         for v in variables:
             with tf.device(device):
                 self.second.append(tf.Variable(tf.zeros_like(v), trainable=False, name="second_moment"))
-                if kind == "adam":
+                if kind in ("adam", "amsgrad"):
                     self.first.append(tf.Variable(tf.zeros_like(v), trainable=False, name="first_moment"))
+                if kind == "amsgrad":
+                    self.max_second.append(tf.Variable(tf.zeros_like(v), trainable=False, name="max_second_moment"))
 
     def apply(self, grads, variables, learning_rate):
         """One update. Returns the iteration count after it."""
@@ -47,8 +53,11 @@ class SharedOptimizer(tf.Module):
         else:
             t = tf.cast(step, tf.float32)
             lr_t = lr * tf.sqrt(1.0 - tf.pow(self.beta2, t)) / (1.0 - tf.pow(self.beta1, t))
-            for g, v, m, s in zip(grads, variables, self.first, self.second):
+            maxima = self.max_second or [None] * len(self.second)
+            for g, v, m, s, s_max in zip(grads, variables, self.first, self.second, maxima):
                 m_new = m.assign(self.beta1 * m + (1.0 - self.beta1) * g)
                 s_new = s.assign(self.beta2 * s + (1.0 - self.beta2) * tf.square(g))
+                if s_max is not None:
+                    s_new = s_max.assign(tf.maximum(s_max, s_new))
                 v.assign_sub(lr_t * m_new / (tf.sqrt(s_new) + self.epsilon))
         return step

@@ -6,7 +6,9 @@ for each update); the trainer's main thread calls `show` twice a second and `wri
 TensorBoard: charts/episode_return, charts/episode_length, charts/mean_return_100, charts/steps_per_second,
 charts/learning_rate, charts/episodes, charts/skipped_updates, charts/policy_lag_updates, losses/policy,
 losses/value, losses/entropy, losses/grad_norm, time/{env,inference,train,other}_fraction and the config as
-text. progress.csv has one row per write with PROGRESS_FIELDS (plot.py reads it).
+text; with several rollout lengths t_max_N/{updates,policy,value,entropy,grad_norm} per length; weight and
+gradient histograms (weights/..., gradients/...) every --histogram-interval-updates; the learner's graphs
+under graphs/. progress.csv has one row per write with PROGRESS_FIELDS (plot.py reads it).
 
 Owns: the recent-episode window (the "mean of the last 100" and what a checkpoint saves of it), the writers,
 and how telemetry is aggregated into a row.
@@ -38,6 +40,7 @@ PROGRESS_FIELDS = ["env_steps", "wall_time_s", "episodes", "updates", "mean_retu
 class Telemetry(NamedTuple):
     """One update of one learner thread."""
     thread: int
+    t_max: int  # the thread's rollout length
     metrics: dict  # the learner's train_on result
     env_s: float  # time in env stepping during the rollout
     inference_s: float  # time in the policy during the rollout
@@ -57,6 +60,7 @@ class RunLog:
         self.recent_lengths: collections.deque = collections.deque(maxlen=RETURN_WINDOW)
         self.pending_episodes: list = []  # (return, length) since the last row
         self.telemetry: collections.deque = collections.deque()  # Telemetry since the last row
+        self.histograms: collections.deque = collections.deque()  # {name: values} to write with the next row
         self.lock = threading.Lock()
         self.writer = self.csv_file = self.csv_writer = self.bar = None
 
@@ -122,6 +126,32 @@ class RunLog:
             self.csv_file.close()
             self.writer.close()
 
+    @staticmethod
+    def _write_per_t_max(telemetry: list):
+        """With per-thread rollout lengths (--t-max-per-thread), the losses and update counts of each length."""
+        import tensorflow as tf
+        lengths = sorted({t.t_max for t in telemetry})
+        if len(lengths) < 2:
+            return
+        for n in lengths:
+            group = [t for t in telemetry if t.t_max == n]
+            tf.summary.scalar(f"t_max_{n}/updates", len(group))
+            for key in ("policy", "value", "entropy", "grad_norm"):
+                tf.summary.scalar(f"t_max_{n}/{key}", float(np.mean([t.metrics[key] for t in group])))
+
+    def write_graphs(self, graphs: dict):
+        """The learner's tf.function graphs, once per run directory: graphs/<name> in TensorBoard's Graphs tab."""
+        import tensorflow as tf
+        root = os.path.join(self.hp.logdir, "graphs")
+        if os.path.isdir(root):
+            return
+        with io_errors(f"cannot write logs to {self.hp.logdir}"):
+            for name, graph in graphs.items():
+                writer = tf.summary.create_file_writer(os.path.join(root, name))
+                with writer.as_default():
+                    tf.summary.graph(graph)
+                writer.close()
+
     def write(self, counts: RunCounts, skipped_updates: int, episodes: list, steps_per_s: float,
               learning_rate: float):
         """One row: the counters, the episodes ended since the last row, and the telemetry aggregated."""
@@ -157,9 +187,13 @@ class RunLog:
                 if telemetry:
                     for key in ("policy", "value", "entropy", "grad_norm"):
                         tf.summary.scalar(f"losses/{key}", row[key])
+                    self._write_per_t_max(telemetry)
                     tf.summary.scalar("charts/policy_lag_updates", row["policy_lag"])
                     for key in ("env", "inference", "train", "other"):
                         tf.summary.scalar(f"time/{key}_fraction", row[f"time_{key}"])
+                while self.histograms:
+                    for name, value in self.histograms.popleft().items():
+                        tf.summary.histogram(name, value)
             self.writer.flush()
             self.csv_writer.writerow({k: row.get(k, "") for k in PROGRESS_FIELDS})
             self.csv_file.flush()

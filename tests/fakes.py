@@ -198,3 +198,63 @@ def factory(**options):
     def make(thread_index, num_envs):
         return FakeAtariVectorEnv(num_envs, name=f"#{thread_index}", **options)
     return make
+
+
+class CueMemoryVectorEnv:
+    """A memory task beyond the frame stack, with AtariVectorEnv's API and NEXT_STEP autoreset.
+
+    Each episode shows a cue in its first frame only: the left or the right half of the screen lit (random per
+    episode). The frames that follow are black. The observation is an honest stack of the last 4 frames, so
+    the cue leaves the stack after step 3. The agent's action at step `delay` (> 3) is the decision: reward +1 if
+    it names the cue's side (action 0 = left, 1 = right), else -1, and the episode ends (terminated). Every
+    other action is ignored. A policy without memory averages 0; one that remembers the cue gets 1.
+    """
+
+    def __init__(self, num_envs, delay=5):
+        assert delay > 3, "the cue must be out of the 4-frame stack at the decision"
+        self.num_envs = num_envs
+        self.delay = delay
+        self.single_action_space = gymnasium.spaces.Discrete(2)
+
+    def _cue_frame(self, side):
+        frame = np.zeros((84, 84), np.uint8)
+        frame[:, side * 42:(side + 1) * 42] = 255
+        return frame
+
+    def _new_episode(self, j):
+        self.cue[j] = self.rng.integers(2)
+        self.t[j] = 0
+        self.stack[j] = 0
+        self.stack[j, -1] = self._cue_frame(self.cue[j])
+
+    def reset(self, seed=None):
+        self.rng = np.random.default_rng(seed)
+        B = self.num_envs
+        self.cue = np.zeros(B, np.int64)
+        self.t = np.zeros(B, np.int64)
+        self.stack = np.zeros((B, 4, 84, 84), np.uint8)
+        self.needs_reset = np.zeros(B, bool)
+        for j in range(B):
+            self._new_episode(j)
+        return self.stack.copy(), {}
+
+    def step(self, actions):
+        B = self.num_envs
+        reward = np.zeros(B, np.float32)
+        terminated = np.zeros(B, bool)
+        for j in range(B):
+            if self.needs_reset[j]:
+                self.needs_reset[j] = False
+                self._new_episode(j)
+                continue
+            if self.t[j] == self.delay:
+                reward[j] = 1.0 if actions[j] == self.cue[j] else -1.0
+                terminated[j] = True
+                self.needs_reset[j] = True
+            self.t[j] += 1
+            self.stack[j, :-1] = self.stack[j, 1:]
+            self.stack[j, -1] = 0
+        return self.stack.copy(), reward, terminated, np.zeros(B, bool), {}
+
+    def close(self):
+        pass

@@ -142,3 +142,29 @@ def test_choices_and_model_fields_refer_to_real_fields():
     assert set(hparams.MODEL_FIELDS) <= names
     for preset in hparams.PRESETS.values():
         assert set(preset) <= names
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--threads", "2", "--t-max-per-thread", "16,0"], "--t-max-per-thread must be positive integers"),
+    (["--threads", "2", "--t-max-per-thread", "16,-4"], "--t-max-per-thread must be positive integers"),
+    (["--threads", "2", "--t-max-per-thread", "16,x"], "--t-max-per-thread must be positive integers"),
+    (["--threads", "2", "--t-max-per-thread", "16,32,64"], "gives 3 rollout lengths but there are 2 --threads"),
+    (["--histogram-interval-updates", "-1"], "--histogram-interval-updates must be >= 0"),
+])
+def test_a3g_option_bad_values_name_the_flag_and_the_fix(argv, words):
+    with pytest.raises(ConfigError, match=words):
+        hparams.parse_args(argv)
+
+
+def test_t_max_per_thread_is_round_robin():
+    hp = hparams.parse_args(["--threads", "5", "--t-max-per-thread", "16, 32"])
+    assert [hp.t_max_of(i) for i in range(5)] == [16, 32, 16, 32, 16]
+    plain = hparams.parse_args(["--threads", "3", "--t-max", "7"])
+    assert [plain.t_max_of(i) for i in range(3)] == [7, 7, 7]
+
+
+def test_new_choices_are_accepted():
+    hp = hparams.parse_args(["--network", "a3c-lstm", "--optimizer", "amsgrad", "--per-thread-stats",
+                             "--devices", "GPU:0,GPU:1", "--histogram-interval-updates", "100"])
+    assert (hp.network, hp.optimizer, hp.per_thread_stats, hp.devices) == ("a3c-lstm", "amsgrad", True, "GPU:0,GPU:1")
+    assert hparams.parse_args(["--preset", "pong-lstm"]).network == "a3c-lstm"

@@ -36,6 +36,21 @@ def np_adam(w, grads, lrs, beta1, beta2, eps):
     return w, m, v
 
 
+def np_amsgrad(w, grads, lrs, beta1, beta2, eps):
+    """Reddi et al. 2018 (AMSGrad) with Adam's bias correction, as A3G and PyTorch apply it:
+    as Adam, but  v_max <- max(v_max, v)  and  w <- w - lr_t m / (sqrt(v_max) + eps)."""
+    w, m, v = w.astype(np.float64), np.zeros_like(w, np.float64), np.zeros_like(w, np.float64)
+    v_max = np.zeros_like(v)
+    for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
+        g = g.astype(np.float64)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g ** 2
+        v_max = np.maximum(v_max, v)
+        lr_t = lr * np.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+        w = w - lr_t * m / (np.sqrt(v_max) + eps)
+    return w, m, v, v_max
+
+
 def _run(kind, graph, variable_type=tf.Variable, lrs=LRS, **kw):
     w, b = variable_type(W0), variable_type(B0)
     opt = SharedOptimizer(kind, [w, b], **kw)
@@ -76,14 +91,34 @@ def test_adam_matches_numpy(eps, graph):
     np.testing.assert_allclose(opt.second[0].numpy(), v_exp, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("kind", ["rmsprop", "adam"])
+@pytest.mark.parametrize("graph", [False, True])
+def test_amsgrad_matches_numpy_and_differs_from_adam(graph):
+    # A burst of large gradients, then small ones: the second moment decays, its maximum does not.
+    grads = GRADS * np.array([10.0, 0.1, 0.1], np.float32)[:, None, None]
+    w = tf.Variable(W0)
+    opt = SharedOptimizer("amsgrad", [w], beta1=0.8, beta2=0.5, epsilon=1e-8)
+    apply = tf.function(lambda g, lr: opt.apply([g], [w], lr)) if graph else (lambda g, lr: opt.apply([g], [w], lr))
+    for g, lr in zip(grads, LRS):
+        apply(tf.constant(g), tf.constant(lr))
+    w_exp, m_exp, v_exp, v_max_exp = np_amsgrad(W0, grads, LRS, 0.8, 0.5, 1e-8)
+    np.testing.assert_allclose(w.numpy(), w_exp, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(opt.first[0].numpy(), m_exp, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(opt.second[0].numpy(), v_exp, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(opt.max_second[0].numpy(), v_max_exp, rtol=1e-5, atol=1e-7)
+    assert np.all(v_max_exp > 2 * v_exp)  # the fixture really exercises the maximum
+    w_adam, _, _ = np_adam(W0, grads, LRS, 0.8, 0.5, 1e-8)
+    assert np.abs(w.numpy() - w_adam).max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["rmsprop", "adam", "amsgrad"])
 def test_matches_keras_optimizer_on_keras_variables(kind):
     """Same numbers as keras.optimizers.RMSprop (rho; eps inside the sqrt) / keras.optimizers.Adam (eps hat),
     and it works in a tf.function on the Keras 3 variables the network actually has."""
     kw = dict(decay=0.9, epsilon=0.1) if kind == "rmsprop" else dict(beta1=0.8, beta2=0.95, epsilon=0.1)
     _, w, b = _run(kind, graph=True, variable_type=keras.Variable, lrs=[0.01] * 3, **kw)
     k_opt = (keras.optimizers.RMSprop(learning_rate=0.01, rho=0.9, epsilon=0.1) if kind == "rmsprop" else
-             keras.optimizers.Adam(learning_rate=0.01, beta_1=0.8, beta_2=0.95, epsilon=0.1))
+             keras.optimizers.Adam(learning_rate=0.01, beta_1=0.8, beta_2=0.95, epsilon=0.1,
+                                   amsgrad=kind == "amsgrad"))
     w_ref, b_ref = keras.Variable(W0), keras.Variable(B0)
     for g, gb in zip(GRADS, B_GRADS):
         k_opt.apply_gradients([(tf.constant(g), w_ref), (tf.constant(gb), b_ref)])

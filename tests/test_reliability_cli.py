@@ -177,6 +177,9 @@ def test_bad_command_lines_fail_in_one_line_without_touching_checkpoints(tmp_pat
         "bad_type": (["--learning-rate", "fast", "--logdir", trained_run], True, "invalid float value"),
         "unknown_flag": (["--lerning-rate", "0.1", "--logdir", trained_run], True, "unrecognized arguments"),
         "unwritable_logdir": (["--logdir", a_file / "sub"], True, "cannot write to --logdir"),
+        "unknown_device": (["--devices", "GPU:7", "--logdir", trained_run], True, "device 'GPU:7' does not exist"),
+        "t_max_per_thread": (["--t-max-per-thread", "5,0", "--logdir", trained_run], True,
+                             "--t-max-per-thread must be positive integers"),
     }
     procs = {name: Proc("a3c.py", argv, tmp_path, cli_env(fake), name) for name, (argv, fake, _) in cases.items()}
     for name, proc in procs.items():
