@@ -55,17 +55,18 @@ class Learner(Protocol):
     def checkpoint_objects(self) -> dict: ...
 
 
-_ROLLOUT_SIGNATURE = [  # a batch_agents.Rollout; S (the state size) is filled in per network
-    lambda S: tf.TensorSpec([None, None, 4, 84, 84], tf.uint8),  # obs
-    lambda S: tf.TensorSpec([None, None], tf.int32),  # actions
-    lambda S: tf.TensorSpec([None, None], tf.float32),  # rewards (raw)
-    lambda S: tf.TensorSpec([None, None], tf.bool),  # terminated
-    lambda S: tf.TensorSpec([None, None], tf.bool),  # truncated
-    lambda S: tf.TensorSpec([None, None], tf.bool),  # valid
-    lambda S: tf.TensorSpec([None, None], tf.bool),  # resets: zero the recurrent state before step t
-    lambda S: tf.TensorSpec([None, S], tf.float32),  # initial_state
-    lambda S: tf.TensorSpec([None], tf.float32),  # bootstrap_value
-]
+def rollout_signature(state_size: int) -> list:
+    """The tf.TensorSpecs of a batch_agents.Rollout, time-major with free T and B."""
+    tb = [None, None]
+    return [tf.TensorSpec([None, None, 4, 84, 84], tf.uint8),  # obs
+            tf.TensorSpec(tb, tf.int32),  # actions
+            tf.TensorSpec(tb, tf.float32),  # rewards (raw)
+            tf.TensorSpec(tb, tf.bool),  # terminated
+            tf.TensorSpec(tb, tf.bool),  # truncated
+            tf.TensorSpec(tb, tf.bool),  # valid
+            tf.TensorSpec(tb, tf.bool),  # resets: zero the recurrent state before step t
+            tf.TensorSpec([None, state_size], tf.float32),  # initial_state
+            tf.TensorSpec([None], tf.float32)]  # bootstrap_value
 
 
 class A3CLearner:
@@ -93,18 +94,17 @@ class A3CLearner:
         self.acts = [self._make_act(replica, d) for replica, d in zip(self.replicas, self.devices)]
         self.act = self.acts[0]
         steps = {}  # (optimizer, device) -> train step: threads that share both share one traced function
-        for i in range(max(hp.threads, 1)):
+        self.thread_train_steps = []
+        for i in range(hp.threads):
             key = (i % len(self.optimizers), i % len(self.devices))
             if key not in steps:
                 steps[key] = self._make_train_step(self.optimizers[key[0]], key[1])
-        self.thread_train_steps = [steps[(i % len(self.optimizers), i % len(self.devices))]
-                                   for i in range(max(hp.threads, 1))]
+            self.thread_train_steps.append(steps[key])
         self.train_step = self.thread_train_steps[0]
         for sync in self.syncs[1:]:
             sync()
-        S = self.net.state_size
 
-        @tf.function(input_signature=[spec(S) for spec in _ROLLOUT_SIGNATURE])
+        @tf.function(input_signature=rollout_signature(self.net.state_size))
         def gradients(*rollout):
             with tf.device(self.device):
                 return self._loss_and_gradients(self.net, *rollout)[2]
@@ -166,7 +166,7 @@ class A3CLearner:
                                     lambda: tf.identity(optimizer.iterations))
             return dict(loss=loss, policy=parts["policy"], value=parts["value"], entropy=parts["entropy"],
                         advantage=parts["advantage"], grad_norm=grad_norm, applied=finite, iteration=iteration)
-        signature = [spec(net.state_size) for spec in _ROLLOUT_SIGNATURE] + [tf.TensorSpec([], tf.float32)]
+        signature = rollout_signature(net.state_size) + [tf.TensorSpec([], tf.float32)]  # + the learning rate
         return tf.function(train_step, input_signature=signature, jit_compile=hp.jit_compile)
 
     def policy(self, greedy: bool = False, thread: int = 0):
