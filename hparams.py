@@ -65,7 +65,8 @@ class HParams:
     # --- A3C ---------------------------------------------------------------------------------------
     network: str = "a3c"
     """`a3c` (Mnih et al. 2016: conv16 8x8/4, conv32 4x4/2, fc256), `nature` (Mnih et al. 2015), or `a3c-lstm`
-    (the A3C paper's LSTM agent: the a3c torso, then an LSTM of 256 cells; state reset at episode starts)."""
+    (the A3C paper's LSTM agent: the a3c torso, a LayerNorm, then an LSTM of 256 cells; state reset at episode
+    starts)."""
     t_max: int = 5
     """Rollout length: agent steps per env between updates; the n of the n-step return."""
     t_max_per_thread: str = ""

@@ -14,7 +14,7 @@ checkpoints do not change), but 64 input channels keep the CPU conv kernels' vec
 
 Output: `AgentOutput(logits [B, A] float32, value [B] float32, state)`. `state` is the recurrent core state:
 `[B, 0]` for the feed-forward nets, `[B, 2 * units]` (h and c) for `a3c-lstm` (the A3C paper's LSTM agent: its
-conv torso and fc256, then an LSTM of 256 cells, then the heads). `call` is one step; `unroll` runs a whole
+conv torso and fc256, then an LSTM of 256 cells, then the heads; we add a LayerNorm on the cell's input). `call` is one step; `unroll` runs a whole
 `[T, B]` rollout from its initial state with the same resets `act` applied, for the train step's truncated
 backpropagation through time over t_max.
 Owns: the network's layers, its input layout and precision, and the device it is placed on.
@@ -166,6 +166,12 @@ class PolicyValueNet(keras.Model):
         self.lstm_units = lstm_units
         self.state_size = 2 * lstm_units
         if lstm_units:
+            # LayerNorm on the cell's input (Ba et al. 2016). Without it, Pong with RMSProp eps 1e-10 drove the
+            # fc features to ~100x their initial size within 3.5M steps: gate pre-activations ~35, a saturated
+            # cell, a state-independent policy and no learning (README, A3G features). Normalised input keeps
+            # the gates in range whatever the torso's scale.
+            self.lstm_input_norm = keras.layers.LayerNormalization(name="lstm_input_norm", dtype="float32")
+            self.lstm_input_norm.build((None, hidden))
             self.lstm = LSTMCore(lstm_units, name="lstm", dtype="float32")
             self.lstm.build((None, hidden))
         # Small policy init keeps the first policy near uniform (high entropy), as in A2C/PPO baselines.
@@ -202,7 +208,7 @@ class PolicyValueNet(keras.Model):
         if state is None:
             state = tf.zeros([tf.shape(obs)[0], self.state_size], tf.float32)
         if self.lstm_units:
-            x, state = self.lstm(x, state)
+            x, state = self.lstm(self.lstm_input_norm(x), state)
         return AgentOutput(*self._heads(x), state)
 
     def unroll(self, obs, initial_state, resets) -> AgentOutput:
@@ -213,7 +219,7 @@ class PolicyValueNet(keras.Model):
         x = self.torso(tf.reshape(obs, tf.concat([[T * B], tf.shape(obs)[2:]], 0)))
         state = initial_state
         if self.lstm_units:
-            projected = tf.reshape(self.lstm.project(x), [T, B, 4 * self.lstm_units])
+            projected = tf.reshape(self.lstm.project(self.lstm_input_norm(x)), [T, B, 4 * self.lstm_units])
 
             def step(t, state, outputs):
                 state = tf.where(resets[t][:, None], tf.zeros_like(state), state)
