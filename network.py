@@ -170,7 +170,7 @@ class PolicyValueNet(keras.Model):
             # fc features to ~100x their initial size within 3.5M steps: gate pre-activations ~35, a saturated
             # cell, a state-independent policy and no learning (README, A3G features). Normalised input keeps
             # the gates in range whatever the torso's scale.
-            self.lstm_input_norm = keras.layers.LayerNormalization(name="lstm_input_norm", dtype="float32")
+            self.lstm_input_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="lstm_input_norm", dtype="float32")
             self.lstm_input_norm.build((None, hidden))
             self.lstm = LSTMCore(lstm_units, name="lstm", dtype="float32")
             self.lstm.build((None, hidden))
