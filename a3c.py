@@ -28,11 +28,11 @@ import time
 import envs
 import hparams as hparams_lib
 from batch_agents import BatchAgents
-from checkpoints import CheckpointStore, LogdirLock, RunCounts, check_compatible, check_num_actions, \
-    prepare_writable_dir
+from checkpoints import CheckpointStore, LogdirLock, RunCounts, check_compatible, check_specs, prepare_writable_dir
 from errors import CheckpointError, ConfigError, RunError, first_line, warn
 from hparams import HParams, learning_rate_at
 from run_log import RunLog, Telemetry
+from specs import to_config as specs_to_config
 from tf_setup import configure_tensorflow
 
 MAX_CONSECUTIVE_NONFINITE = 10  # skipped updates in a row before we call the run diverged
@@ -92,19 +92,19 @@ class Trainer:
     def _setup_locked(self):
         hp, c = self.hp, self.counters
         configure_tensorflow(hp)
-        from learner import check_devices, make_learner  # imports TensorFlow: once flags and logdir are good
+        from learner import check_devices, make_learner, resolve_network  # imports TensorFlow: flags, logdir good
         check_devices(hp)
         self.store = CheckpointStore(hp.logdir, hp.checkpoints_kept)
         saved_config = self.store.saved_config()
-        if saved_config is not None:
-            check_compatible(saved_config, hp, hp.logdir)
         for i in range(hp.threads):
             self.agents.append(BatchAgents(self.env_factory(i, hp.envs_per_thread),
                                            seed=hp.seed + i * hp.envs_per_thread, episodic_life=hp.episodic_life))
-        num_actions = int(self.agents[0].env.single_action_space.n)
+        obs_spec, action_spec = specs = envs.env_specs(self.agents[0].env, hp.env_id)
+        hp = self.hp = resolve_network(hp, obs_spec)  # --network auto: a3c for frames, mlp for flat observations
         if saved_config is not None:
-            check_num_actions(saved_config, hp, num_actions, hp.logdir)
-        self.learner = make_learner(hp, num_actions)
+            check_compatible(saved_config, hp, hp.logdir)
+            check_specs(saved_config, hp, specs, hp.logdir)
+        self.learner = make_learner(hp, action_spec, obs=obs_spec)
         for agent in self.agents:
             agent.use_state_size(self.learner.net.state_size)
         resumed = self.store.resume(self.learner.checkpoint_objects())
@@ -113,7 +113,7 @@ class Trainer:
             c.episodes, c.updates, c.wall_time_s = resumed.counts[1:]  # RunCounts: env_steps first
             self.run_log.restore_window(resumed.window)
             self.log(f"resuming from step {c.env_steps} ({resumed.prefix})")
-        config = dict(hp.to_dict(), num_actions=num_actions)
+        config = dict(hp.to_dict(), **specs_to_config(obs_spec, action_spec))
         self.store.write_config(config)
         self.log("config:\n" + json.dumps(config, indent=2, sort_keys=True))
         env_threads = hp.resolved_env_threads()

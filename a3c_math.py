@@ -93,15 +93,15 @@ def _masked_mean(x, mask):
     return tf.reduce_sum(x * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
 
-def policy_loss(logits, actions, advantages, valid):
+def policy_loss(log_probs, advantages, valid):
     """-E[log pi(a_t | s_t) * A_t] over valid steps.
 
-    logits: [T, B, A] float32; actions: [T, B] int32; advantages: [T, B] float32; valid: [T, B] bool.
+    log_probs: [T, B] float32, log pi(a_t | s_t) of the actions taken under the head's distribution
+    (distributions.py: categorical or Gaussian); advantages: [T, B] float32; valid: [T, B] bool.
     Returns a float32 scalar.
     """
-    _check_time_major(actions=actions, advantages=advantages, valid=valid)
-    log_prob = -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=actions, logits=logits)
-    return -_masked_mean(log_prob * tf.stop_gradient(advantages), valid)
+    _check_time_major(log_probs=log_probs, advantages=advantages, valid=valid)
+    return -_masked_mean(log_probs * tf.stop_gradient(advantages), valid)
 
 
 def value_loss(values, value_targets, valid):
@@ -110,21 +110,23 @@ def value_loss(values, value_targets, valid):
     return _masked_mean(0.5 * tf.square(tf.stop_gradient(value_targets) - values), valid)
 
 
-def entropy(logits, valid):
-    """E[H(pi(.|s_t))] over valid steps, in nats. logits: [T, B, A]. Scalar."""
-    log_p = tf.nn.log_softmax(logits)
-    return _masked_mean(-tf.reduce_sum(tf.exp(log_p) * log_p, axis=-1), valid)
+def entropy(entropies, valid):
+    """E[H(pi(.|s_t))] over valid steps, in nats. entropies: [T, B] float32, the head's distribution's entropy
+    at each step. Scalar."""
+    _check_time_major(entropies=entropies, valid=valid)
+    return _masked_mean(entropies, valid)
 
 
-def a3c_loss(logits, values, actions, rewards, terminated, truncated, valid, bootstrap_value,
+def a3c_loss(log_probs, entropies, values, rewards, terminated, truncated, valid, bootstrap_value,
              gamma, lambda_, value_coef, entropy_beta):
     """The A3C objective: policy + value_coef * value - entropy_beta * entropy.
 
+    log_probs, entropies: [T, B] float32 from the policy head's distribution; the rest as gae_advantages.
     Returns (total scalar, dict of the parts and the mean advantage).
     """
     advantages, targets = gae_advantages(rewards, terminated, truncated, values, bootstrap_value, gamma, lambda_)
-    pl = policy_loss(logits, actions, advantages, valid)
+    pl = policy_loss(log_probs, advantages, valid)
     vl = value_loss(values, targets, valid)
-    ent = entropy(logits, valid)
+    ent = entropy(entropies, valid)
     total = pl + value_coef * vl - entropy_beta * ent
     return total, {"policy": pl, "value": vl, "entropy": ent, "advantage": _masked_mean(advantages, valid)}

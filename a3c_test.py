@@ -33,13 +33,13 @@ import numpy as np
 import hparams as hparams_lib
 from checkpoints import load_config, prepare_writable_dir, read_config, resolve_checkpoint, restore_weights, \
     trained_env_steps, write_json_atomic
-from envs import check_env_id, make_vector_env, rom_name
+import specs as specs_lib
+from envs import check_env_id, env_specs, make_vector_env, rom_name, video_fps
 from errors import ConfigError, RunError, warn
 from tf_setup import configure_tensorflow, import_tensorflow
 
 GIF_MAX_BYTES = 5 * 1024 * 1024  # GIFs are re-encoded with fewer frames until they fit
 GIF_MAX_FRAMES = 3000  # frames kept (compressed) per GIF; the frame stride doubles when more arrive
-ATARI_FPS = 60.0  # emulator frames per second
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -91,12 +91,12 @@ class EpisodeVideo:
     """Streams one episode's RGB frames to an mp4 (every frame, real time) and keeps a subsampled copy for a
     GIF of bounded size and memory."""
 
-    def __init__(self, out: str, index: int, frameskip: int, first_frame: np.ndarray):
+    def __init__(self, out: str, index: int, fps: float, first_frame: np.ndarray):
         import imageio
         self.mp4_path = os.path.join(out, f"episode_{index}.mp4")
         self.gif_path = os.path.join(out, f"episode_{index}.gif")
-        self.step_ms = 1000.0 * frameskip / ATARI_FPS
-        self.writer = imageio.get_writer(self.mp4_path, fps=ATARI_FPS / frameskip, codec="libx264", quality=7,
+        self.step_ms = 1000.0 / fps
+        self.writer = imageio.get_writer(self.mp4_path, fps=fps, codec="libx264", quality=7,
                                          macro_block_size=1, pixelformat="yuv420p", ffmpeg_log_level="error")
         self.gif_stride = 2
         self.gif_frames = []  # zlib-compressed RGB bytes: a 100 kB frame takes a few kB
@@ -128,7 +128,7 @@ class EpisodeVideo:
 
         def image(data):
             rgb = np.frombuffer(zlib.decompress(data), np.uint8).reshape(self.shape)
-            # Atari frames have far fewer than 256 colours, so this palette conversion is lossless.
+            # Atari frames have far fewer than 256 colours, so this palette conversion is lossless for them.
             return Image.fromarray(rgb).quantize(256, dither=Image.Dither.NONE)
 
         while True:
@@ -147,20 +147,22 @@ def export(args) -> int:
     """Write the checkpoint's policy as a SavedModel to --export."""
     import_tensorflow()  # only file utilities are used before configure_tensorflow below
     prefix, config_path = resolve_checkpoint(args.model)
-    hp, num_actions = load_config(config_path)
+    hp, (obs, action) = load_config(config_path)
     hp = dataclasses.replace(hp, devices="")
     prepare_writable_dir(args.export, "--export")
     configure_tensorflow(hp)
     from export import export_policy
     from network import build_network
-    if num_actions is None:  # a config from before num_actions was saved: the env knows
+    if action is None:  # a config from before the spaces were saved: the env knows
         env = make_vector_env(hp, 1, num_threads=1)
-        num_actions = int(env.single_action_space.n)
+        obs, action = env_specs(env, hp.env_id)
         env.close()
-    net = build_network(num_actions, hp.network, device="/CPU:0", precision=hp.precision)
+    net = build_network(action, hp.network, device="/CPU:0", precision=hp.precision, obs=obs,
+                        normalize_obs=hp.normalize_obs)
     restore_weights(net, prefix)
-    export_policy(net, dict(hp.to_dict(), num_actions=num_actions), trained_env_steps(prefix), args.export)
-    print(f"exported {prefix} ({hp.network}, {num_actions} actions) to {args.export}", flush=True)
+    export_policy(net, dict(hp.to_dict(), **specs_lib.to_config(obs, action)), trained_env_steps(prefix),
+                  args.export)
+    print(f"exported {prefix} ({hp.network}, {specs_lib.describe(obs, action)}) to {args.export}", flush=True)
     return 0
 
 
@@ -171,7 +173,7 @@ def evaluate(args) -> int:
         prefix, config_path = args.model, os.path.join(args.model, EXPORT_CONFIG)
     else:
         prefix, config_path = resolve_checkpoint(args.model)
-    saved_hp, saved_actions = load_config(config_path)
+    saved_hp, saved_specs = load_config(config_path)
     env_id = args.env_id or saved_hp.env_id
     check_env_id(env_id)
     prepare_writable_dir(args.out, "--out")
@@ -195,24 +197,34 @@ def evaluate(args) -> int:
     videos: list[EpisodeVideo] = []
     bar = None
     try:
-        num_actions = int(env.single_action_space.n)
-        if saved_actions is not None and saved_actions != num_actions:
+        specs = obs_spec, action_spec = env_specs(env, env_id)
+        why = specs_lib.mismatch(saved_specs, specs)
+        saved_obs, saved_action = saved_specs
+        if why and saved_action is not None and saved_action.is_discrete and action_spec.is_discrete:
+            n, m = action_spec.size, saved_action.size
             if rom_name(env_id) != rom_name(saved_hp.env_id):
-                raise RunError(f"{env_id} has {num_actions} actions but the checkpoint's policy has "
-                               f"{saved_actions} (trained on {saved_hp.env_id}); evaluate on a game with the "
-                               f"same action set")
-            raise RunError(f"{config_path} says num_actions={saved_actions} but {env_id} has {num_actions} "
-                           f"actions (full_action_space={hp.full_action_space}); the config does not belong to "
-                           f"this checkpoint or ale-py changed the action set")
+                raise RunError(f"{env_id} has {n} actions but the checkpoint's policy has {m} (trained on "
+                               f"{saved_hp.env_id}); evaluate on a game with the same action set")
+            raise RunError(f"{config_path} says num_actions={m} but {env_id} has {n} actions (full_action_space="
+                           f"{hp.full_action_space}); the config does not belong to this checkpoint or ale-py "
+                           f"changed the action set")
+        if why:
+            if rom_name(env_id) != rom_name(saved_hp.env_id):
+                raise RunError(f"the checkpoint (trained on {saved_hp.env_id}) has {why.replace('the env', env_id)}; "
+                               f"evaluate on an env with the same observations and actions")
+            raise RunError(f"{config_path} describes {why.replace('the env', env_id)} "
+                           f"(full_action_space={hp.full_action_space}); the config does not belong to this "
+                           f"checkpoint or the env changed")
+        action_spec = saved_action or action_spec
         if rom_name(env_id) != rom_name(saved_hp.env_id):
             warn(f"evaluating on {env_id} but the checkpoint was trained on {saved_hp.env_id}")
         if is_saved_model(args.model):
             from export import SavedPolicy
-            saved = SavedPolicy(args.model)
+            saved = SavedPolicy(args.model, action_spec)
             policy, state_size = saved.policy(greedy=args.greedy), saved.state_size
             env_steps_trained = read_config(config_path).get("env_steps_trained")
         else:
-            learner = make_learner(hp, saved_actions or num_actions)
+            learner = make_learner(hp, action_spec, obs=obs_spec)
             restore_weights(learner.net, prefix)
             policy, state_size = learner.policy(greedy=args.greedy), learner.net.state_size
             env_steps_trained = trained_env_steps(prefix)
@@ -223,7 +235,7 @@ def evaluate(args) -> int:
             frames, _ = video_env.reset(seed=int(args.seed))
             try:
                 for k in range(K):
-                    videos.append(EpisodeVideo(args.out, k, hp.frameskip, frames[k, 0]))
+                    videos.append(EpisodeVideo(args.out, k, video_fps(hp), frames[k, 0]))
             except Exception as e:  # noqa: BLE001 - e.g. no ffmpeg binary (imageio-ffmpeg not installed)
                 raise RunError(f"cannot write videos to {args.out} ({type(e).__name__}: {e}); install "
                                f"imageio-ffmpeg or pass --record 0") from None

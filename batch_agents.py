@@ -32,8 +32,8 @@ import numpy as np
 
 class Rollout(NamedTuple):
     """T steps of B envs, time-major. Rewards are raw (unclipped)."""
-    obs: np.ndarray  # [T, B, 4, 84, 84] uint8, s_t
-    actions: np.ndarray  # [T, B] int32, a_t
+    obs: np.ndarray  # [T, B, *obs_shape], s_t: uint8 frames [4, 84, 84] or float32 vectors [n]
+    actions: np.ndarray  # [T, B] int32 (discrete) or [T, B, D] float32 (Box, before the env's clipping), a_t
     rewards: np.ndarray  # [T, B] float32, r_t (raw game score change)
     terminated: np.ndarray  # [T, B] bool, game over (or life lost, with episodic life) at step t
     truncated: np.ndarray  # [T, B] bool, time limit hit at step t
@@ -48,8 +48,8 @@ class EpisodeStats(NamedTuple):
     lengths: list  # their lengths in agent steps
 
 
-# policy(obs [B,4,84,84] uint8, state [B,S] f32, reset [B] bool, seed [2] int32) -> (actions [B] int32,
-# values [B] f32, new_state [B,S] f32), all NumPy-convertible.
+# policy(obs [B, *obs_shape], state [B,S] f32, reset [B] bool, seed [2] int32) -> (actions [B] int32 or [B, D]
+# float32, values [B] f32, new_state [B,S] f32), all NumPy-convertible.
 PolicyFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple]
 
 
@@ -149,8 +149,7 @@ class BatchAgents:
         bootstrap value and is kept as the first action of the next rollout, so each step costs exactly
         one policy call."""
         B = self.num_envs
-        obs = np.empty((t_max, B) + self.obs.shape[1:], np.uint8)
-        actions = np.empty((t_max, B), np.int32)
+        obs = np.empty((t_max, B) + self.obs.shape[1:], self.obs.dtype)
         rewards = np.empty((t_max, B), np.float32)
         terminated = np.empty((t_max, B), bool)
         truncated = np.empty((t_max, B), bool)
@@ -159,6 +158,7 @@ class BatchAgents:
         initial_state = self.state.copy()
         returns, lengths = [], []
         out = self.pending or self.act(policy)
+        actions = np.empty((t_max,) + out[0].shape, out[0].dtype)
         for t in range(t_max):
             obs[t] = self.obs
             resets[t] = self.reset_next

@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 import hparams as hparams_lib
+import specs as specs_lib
 from errors import CheckpointError, ConfigError, RunError, first_line, warn
 from hparams import HParams
 
@@ -166,15 +167,21 @@ def check_compatible(saved: dict, hp: HParams, where: str):
                  f"{name}={saved[name]!r}")
 
 
-def check_num_actions(saved: dict, hp: HParams, num_actions: int, where: str):
-    if saved.get("num_actions", num_actions) != num_actions:
-        raise RunError(f"checkpoint in {where} has a policy over {saved['num_actions']} actions but "
-                       f"{hp.env_id} (full_action_space={hp.full_action_space}) has {num_actions}; "
+def check_specs(saved: dict, hp: HParams, actual: tuple, where: str):
+    """Refuse a checkpoint whose saved (ObsSpec, ActionSpec) cannot drive envs with the `actual` specs."""
+    try:
+        saved_specs = specs_lib.from_config(saved)
+    except ValueError as e:
+        raise RunError(f"the config in {where} is damaged ({e}); restore it or use a new --logdir") from None
+    why = specs_lib.mismatch(saved_specs, actual)
+    if why:
+        raise RunError(f"checkpoint in {where} has {why} of {hp.env_id} (full_action_space={hp.full_action_space}); "
                        f"use a new --logdir")
 
 
-def load_config(path: str) -> tuple[HParams, int | None]:
-    """config.json -> (validated HParams, num_actions or None). Wrong types are reported, not crashed on."""
+def load_config(path: str) -> tuple[HParams, tuple]:
+    """config.json -> (validated HParams, (ObsSpec or None, ActionSpec or None)). Wrong types are reported, not
+    crashed on."""
     config = read_config(path)
     fix = f"restore {path} from the training run or use another checkpoint"
     if not isinstance(config, dict):
@@ -195,9 +202,12 @@ def load_config(path: str) -> tuple[HParams, int | None]:
         raise RunError(f"{path}: num_actions should be a positive integer, got {num_actions!r}; {fix}")
     try:
         hp = hparams_lib.validate(hparams_lib.from_dict(config))
+        specs = specs_lib.from_config(config)
     except ConfigError as e:
         raise RunError(f"{path} is invalid ({e}); {fix}") from None
-    return hp, num_actions
+    except ValueError as e:
+        raise RunError(f"{path}: {e}; {fix}") from None
+    return hp, specs
 
 
 # ----------------------------------------------------------------------------------------------------------

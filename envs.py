@@ -2,7 +2,9 @@
 
 The vector-env contract (ale_py's AtariVectorEnv is the model; tests/fakes.py has test doubles of it):
   num_envs                          B, the batch of envs stepped together
-  single_action_space               gymnasium.spaces.Discrete(A)
+  single_observation_space          Box (4, 84, 84) uint8 frames, stack first, or Box (n,) float32 (specs.py)
+  single_action_space               gymnasium.spaces.Discrete(A), or Box(D,) (actions clipped to its bounds by
+                                    the family, so the rollout keeps the policy's own sample)
   reset(seed=int) -> obs, info      env j is seeded with seed + j
   step(actions [B] int32) -> obs, reward [B], terminated [B], truncated [B], info
   send(actions) / recv()            optional: the same step, split so the envs run while the caller works
@@ -13,8 +15,11 @@ The vector-env contract (ale_py's AtariVectorEnv is the model; tests/fakes.py ha
 
 A family is an EnvFamily: `claims(env_id)`, `check(env_id)` (raises ConfigError with the fix) and
 `make(hp, num_envs, rgb=, num_threads=)`. FAMILIES is searched in order and the first family that claims an
-id gets it; ALE comes last because it also takes bare ROM names (`pong`). Today ALE is the only family; a
-gymnasium or retro family is added to FAMILIES, before ALE, and nothing else changes.
+id gets it:
+  retro       `retro:GAME[:STATE]`: stable-retro console games (retro_games.py), one emulator per process
+  gymnasium   any other registered gymnasium id that is not an Atari game, in gymnasium's vector envs
+  ale         Atari ids and bare ROM names (`pong`), in ale-py's C++ AtariVectorEnv; last, as it claims the rest
+A new family is one more EnvFamily in FAMILIES; the trainer does not change.
 
 Owns: env ids, building vector envs from HParams, and the A3C_FAKE_ENV test hook.
 Must not: step envs or keep episode bookkeeping (batch_agents.py), or know about the network or the trainer.
@@ -25,8 +30,11 @@ import os
 import re
 from typing import Callable, NamedTuple
 
-from errors import ConfigError, RunError
+import numpy as np
+
+from errors import ConfigError, RunError, first_line
 from hparams import HParams
+from specs import specs_of
 
 # Test hook, for tests only: A3C_FAKE_ENV=module:function makes a3c.py train on function(thread_index, num_envs)
 # instead of Atari, so that signals, crashes and resumes of the real CLI can be tested in a subprocess cheaply.
@@ -41,6 +49,7 @@ class EnvFamily(NamedTuple):
     claims: Callable[[str], bool]  # env_id -> does this family run it
     check: Callable[[str], str]  # env_id -> the family's name for it; ConfigError if it cannot run it
     make: Callable[..., object]  # (hp, num_envs, *, rgb: bool, num_threads: int | None) -> vector env
+    fps: Callable[[HParams], float] = lambda hp: 60.0 / hp.frameskip  # agent steps per second of play, for videos
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -59,8 +68,8 @@ def check_ale_id(env_id: str) -> str:
     from ale_py import roms
     name = rom_name(env_id)
     if name not in roms.get_all_rom_ids():
-        raise ConfigError(f"unknown env id {env_id!r}: no Atari ROM named {name!r} ships with ale-py; "
-                          f"use e.g. ALE/Pong-v5 or ALE/Breakout-v5")
+        raise ConfigError(f"unknown env id {env_id!r}: not a registered gymnasium id and no Atari ROM named "
+                          f"{name!r} ships with ale-py; use e.g. ALE/Pong-v5, CartPole-v1 or retro:Airstriker-Genesis")
     return name
 
 
@@ -82,10 +91,116 @@ def make_ale_env(hp: HParams, num_envs: int, *, rgb: bool = False, num_threads: 
         **image)
 
 
-ALE = EnvFamily("ale", claims=lambda env_id: True, check=check_ale_id, make=make_ale_env)
+ALE = EnvFamily("ale", claims=lambda env_id: True, check=check_ale_id, make=make_ale_env)  # 60 Hz / frameskip
 
-FAMILIES: list[EnvFamily] = [ALE]
 
+# ----------------------------------------------------------------------------------------------------------
+# Gymnasium: any other registered id, through gymnasium's own vector envs
+# ----------------------------------------------------------------------------------------------------------
+def _gymnasium_spec(env_id: str):
+    import gymnasium
+    try:
+        return gymnasium.spec(env_id)
+    except gymnasium.error.Error:
+        return None
+
+
+def claims_gymnasium(env_id: str) -> bool:
+    """A registered gymnasium id that is not an Atari game (those go to ale-py's faster vector env)."""
+    spec = _gymnasium_spec(env_id)
+    return spec is not None and not str(spec.entry_point).startswith("ale_py")
+
+
+def check_gymnasium_id(env_id: str) -> str:
+    """Build one env to find out now, not in a learner thread, whether it can run here."""
+    import gymnasium
+    try:
+        env = gymnasium.make(env_id)
+    except gymnasium.error.DependencyNotInstalled as e:
+        raise ConfigError(f"{env_id} needs a package that is not installed: {first_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - whatever the env's constructor raises, in one line
+        raise ConfigError(f"cannot create {env_id} ({type(e).__name__}: {first_line(e)})") from None
+    env.close()
+    return env_id
+
+
+def make_gymnasium_env(hp: HParams, num_envs: int, *, rgb: bool = False, num_threads: int | None = None):
+    """A gymnasium vector env of hp.env_id (sync or async by hp.vector_env) with NEXT_STEP autoreset.
+    Flat observations come as float32; image observations get the Atari preprocessing (84x84 gray, stack 4,
+    stack first); Box actions are clipped to the bounds on their way to the env. `rgb=True`: observations are
+    the env's rendered frames `[1, H, W, 3]` instead, for videos."""
+    import gymnasium
+    from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
+    # pygame draws gymnasium's frames; without a display its default video driver prints a stray "error:" line.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+    def make_one():
+        env = gymnasium.make(hp.env_id, render_mode="rgb_array" if rgb else None)
+        if rgb:
+            env = gymnasium.wrappers.AddRenderObservation(env, render_only=True)
+            return gymnasium.wrappers.ReshapeObservation(env, (1,) + env.observation_space.shape)
+        if len(env.observation_space.shape) == 3:
+            from preprocessing import atari_style
+            return atari_style(env)  # the env steps at its own rate; its registered time limit stays
+        return gymnasium.wrappers.DtypeObservation(env, np.float32)
+
+    vector_class = AsyncVectorEnv if hp.vector_env == "async" else SyncVectorEnv
+    env = vector_class([make_one] * num_envs, autoreset_mode=AutoresetMode.NEXT_STEP)
+    if isinstance(env.single_action_space, gymnasium.spaces.Box):
+        env = _clipped_actions(env)
+    return env
+
+
+def _clipped_actions(env):
+    """The vector env with Box actions clipped to its bounds. Unlike gymnasium's ClipAction it keeps the
+    bounded action space, so the policy head still sees the bounds."""
+    from gymnasium.vector import VectorActionWrapper
+    low, high = env.single_action_space.low, env.single_action_space.high
+
+    class ClipToBounds(VectorActionWrapper):
+        def actions(self, actions):
+            return np.clip(actions, low, high)
+    return ClipToBounds(env)
+
+
+def gymnasium_fps(hp: HParams) -> float:
+    import gymnasium
+    env = gymnasium.make(hp.env_id)
+    fps = float(env.metadata.get("render_fps") or 30.0)
+    env.close()
+    return fps
+
+
+GYMNASIUM = EnvFamily("gymnasium", claims=claims_gymnasium, check=check_gymnasium_id, make=make_gymnasium_env,
+                      fps=gymnasium_fps)
+
+# ----------------------------------------------------------------------------------------------------------
+# Retro: console games through stable-retro (retro_games.py), one emulator per process
+# ----------------------------------------------------------------------------------------------------------
+def check_retro_id(env_id: str) -> str:
+    import retro_games
+    try:
+        return retro_games.check_retro_id(env_id)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def make_retro_env(hp: HParams, num_envs: int, *, rgb: bool = False, num_threads: int | None = None):
+    """hp's Atari settings carry over: frameskip with max-pool, sticky actions, no-op starts, and the time limit
+    of max_episode_frames emulator frames."""
+    import retro_games
+    game, state = retro_games.resolve_retro_id(hp.env_id)
+    return retro_games.make_retro_vector_env(
+        game, state, num_envs, frameskip=hp.frameskip, noop_max=hp.noop_max,
+        repeat_action_probability=hp.repeat_action_probability,
+        max_episode_steps=max(1, hp.max_episode_frames // hp.frameskip), rgb=rgb)
+
+
+RETRO = EnvFamily("retro", claims=lambda env_id: env_id.startswith("retro:"), check=check_retro_id,
+                  make=make_retro_env)  # 60 Hz consoles: videos at 60 / frameskip
+
+FAMILIES: list[EnvFamily] = [RETRO, GYMNASIUM, ALE]
 
 # ----------------------------------------------------------------------------------------------------------
 # The registry
@@ -102,6 +217,19 @@ def check_env_id(env_id: str) -> str:
 def make_vector_env(hp: HParams, num_envs: int, *, rgb: bool = False, num_threads: int | None = None):
     """A vector env of `num_envs` envs of hp.env_id with hp's env settings (see the module docstring)."""
     return family_of(hp.env_id).make(hp, num_envs, rgb=rgb, num_threads=num_threads)
+
+
+def env_specs(vector_env, env_id: str) -> tuple:
+    """(ObsSpec, ActionSpec) of one env of `vector_env`; ConfigError if the networks cannot drive it."""
+    try:
+        return specs_of(vector_env)
+    except ValueError as e:
+        raise ConfigError(f"{env_id}: {e}") from None
+
+
+def video_fps(hp: HParams) -> float:
+    """Frames per second of real time at which hp.env_id's videos play (one frame per agent step)."""
+    return family_of(hp.env_id).fps(hp)
 
 
 def vector_env_factory(hp: HParams) -> EnvFactory:

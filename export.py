@@ -3,11 +3,13 @@
     python a3c_test.py --model runs/pong --export exported/pong      # write it
     python a3c_test.py --model exported/pong --out eval/pong         # evaluate it like a checkpoint
 
-The SavedModel's `serving_default` signature takes uint8 frames `obs [B, 4, 84, 84]` and the recurrent state
-`state [B, S]` (zeros at an episode start; S = 0 for the feed-forward nets, so pass a `[B, 0]` array) and returns
-`action [B]` int32 (the greedy action), `logits [B, A]`, `value [B]` and the next `state [B, S]`. Beside
-saved_model.pb, `a3c_config.json` holds the training config (env settings, network, num_actions) and the env
-steps the policy was trained for, so a3c_test.py can rebuild the env.
+The SavedModel's `serving_default` signature takes observations `obs [B, *obs_shape]` (uint8 frames
+`[B, 4, 84, 84]`, or float32 vectors `[B, n]`) and the recurrent state `state [B, S]` (zeros at an episode start;
+S = 0 for the feed-forward nets, so pass a `[B, 0]` array) and returns the greedy `action` (`[B]` int32, or the
+Gaussian's mean `[B, D]` float32, unclipped), `policy_params` (distributions.py; for discrete actions also under
+the name `logits [B, A]`), `value [B]` and the next `state [B, S]`. Beside saved_model.pb, `a3c_config.json`
+holds the training config (env settings, network, observation and action spaces) and the env steps the policy
+was trained for, so a3c_test.py can rebuild the env.
 
 Owns: writing and loading exported policies.
 Must not: train or read checkpoints (checkpoints.py does).
@@ -24,7 +26,9 @@ from tf_setup import import_tensorflow
 
 tf = import_tensorflow()
 
-from network import OBS_SHAPE  # noqa: E402
+from distributions import for_action_spec  # noqa: E402
+import specs as specs_lib  # noqa: E402
+from specs import ActionSpec  # noqa: E402
 
 EXPORT_CONFIG = "a3c_config.json"
 
@@ -35,13 +39,16 @@ class PolicyModule(tf.Module):
         self.net = net
         self.state_size = tf.Variable(net.state_size, trainable=False, name="state_size")
         self.step = tf.function(self._step, input_signature=[
-            tf.TensorSpec([None, *OBS_SHAPE], tf.uint8, name="obs"),
+            tf.TensorSpec([None, *net.obs_spec.shape], net.obs_spec.dtype, name="obs"),
             tf.TensorSpec([None, net.state_size], tf.float32, name="state")])
 
     def _step(self, obs, state):
         out = self.net(obs, state)
-        return dict(action=tf.cast(tf.argmax(out.logits, -1), tf.int32), logits=out.logits, value=out.value,
-                    state=out.state)
+        outputs = dict(action=self.net.dist.mode(out.policy_params), policy_params=out.policy_params,
+                       value=out.value, state=out.state)
+        if self.net.action_spec.is_discrete:
+            outputs["logits"] = out.policy_params
+        return outputs
 
 
 def is_saved_model(path: str) -> bool:
@@ -63,8 +70,13 @@ def export_policy(net, config: dict, env_steps_trained: int | None, out_dir: str
 class SavedPolicy:
     """An exported policy, loaded: the batch_agents.PolicyFn of a3c_test's evaluation loop."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, action: ActionSpec | None = None):
+        """`action`: the policy's action spec; default: the one saved beside the model."""
         try:
+            if action is None:
+                with open(os.path.join(path, EXPORT_CONFIG)) as f:
+                    action = specs_lib.from_config(json.load(f))[1]
+            self.dist = for_action_spec(action)
             self.module = tf.saved_model.load(path)
             self.state_size = int(self.module.state_size.numpy())
         except (OSError, ValueError, AttributeError, tf.errors.OpError) as e:
@@ -75,9 +87,6 @@ class SavedPolicy:
         def call(obs, state, reset, seed):
             state = np.where(np.asarray(reset)[:, None], 0.0, state).astype(np.float32)  # as the learner's act
             out = self.module.step(tf.constant(obs), tf.constant(state))
-            if greedy:
-                action = out["action"]
-            else:
-                action = tf.cast(tf.random.stateless_categorical(out["logits"], 1, seed)[:, 0], tf.int32)
+            action = out["action"] if greedy else self.dist.sample(out["policy_params"], seed)
             return action, out["value"], out["state"]
         return call

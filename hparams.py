@@ -30,7 +30,14 @@ def _cpu_count() -> int:
 class HParams:
     # --- environment -------------------------------------------------------------------------------
     env_id: str = "ALE/Pong-v5"
-    """Gymnasium-style Atari id (`ALE/Pong-v5`, `PongNoFrameskip-v4` or a bare ROM name `pong`)."""
+    """An Atari id (`ALE/Pong-v5`, `PongNoFrameskip-v4` or a bare ROM name `pong`), any registered gymnasium id
+    (`CartPole-v1`, `Pendulum-v1`, `LunarLander-v3`, ...), or a retro game (`retro:Airstriker-Genesis`).
+    The Atari settings below (frameskip ... full_action_space) apply to Atari and retro games; gymnasium envs
+    keep their registered settings (time limit included)."""
+    vector_env: str = "sync"
+    """Gymnasium envs only: `sync` steps a thread's envs one after another in its own process; `async` gives
+    each env a process of its own (worth it when one step costs more than ~1 ms). Atari envs always run in
+    ale-py's C++ threads and retro games in processes (one emulator per process is all retro allows)."""
     frameskip: int = 4
     """Emulator frames per agent step (the action is repeated; the last two frames are max-pooled)."""
     repeat_action_probability: float = 0.0
@@ -63,10 +70,13 @@ class HParams:
     """TensorFlow threads running independent ops. 0 = number of learner threads."""
 
     # --- A3C ---------------------------------------------------------------------------------------
-    network: str = "a3c"
-    """`a3c` (Mnih et al. 2016: conv16 8x8/4, conv32 4x4/2, fc256), `nature` (Mnih et al. 2015), or `a3c-lstm`
-    (the A3C paper's LSTM agent: the a3c torso, a LayerNorm, then an LSTM of 256 cells; state reset at episode
-    starts)."""
+    network: str = "auto"
+    """For frames: `a3c` (Mnih et al. 2016: conv16 8x8/4, conv32 4x4/2, fc256), `nature` (Mnih et al. 2015), or
+    `a3c-lstm` (the A3C paper's LSTM agent: the a3c torso, a LayerNorm, then an LSTM of 256 cells; state reset
+    at episode starts). For flat observations: `mlp` (policy and value towers of 64-64 tanh units). `auto`: a3c
+    for frames, mlp for flat observations; the config saved with the run names the network chosen."""
+    normalize_obs: bool = False
+    """mlp only: normalise observations by their running mean and variance (kept in checkpoints)."""
     t_max: int = 5
     """Rollout length: agent steps per env between updates; the n of the n-step return."""
     t_max_per_thread: str = ""
@@ -104,6 +114,9 @@ class HParams:
     """Global-norm gradient clip (tf.clip_by_global_norm)."""
     clip_rewards: bool = True
     """Clip rewards to [-1, 1] for learning. Logged returns are always the raw game score."""
+    reward_scale: float = 1.0
+    """Multiply the rewards the loss sees by this (after clipping, when on): e.g. 0.1 for Pendulum, whose step
+    rewards reach -16. Logged returns are always the raw score."""
     total_env_steps: int = 10_000_000
     """Agent steps summed over all envs (1 step = `frameskip` frames) before training stops."""
     seed: int = 0
@@ -171,20 +184,41 @@ PRESETS: dict[str, dict] = {
     "pong-lstm": dict(env_id="ALE/Pong-v5", logdir="runs/pong-lstm", envs_per_thread=16, network="a3c-lstm",
                       total_env_steps=10_000_000),
     "breakout": dict(env_id="ALE/Breakout-v5", logdir="runs/breakout", total_env_steps=40_000_000),
+    # --- beyond Atari (README, Beyond Atari). Gymnasium envs keep their registered time limits; rewards are not
+    # clipped (the scores are small and their size matters). Figures measured on this 2-core machine are in README.
+    "cartpole": dict(env_id="CartPole-v1", logdir="runs/cartpole", envs_per_thread=8, clip_rewards=False,
+                     episodic_life=False, total_env_steps=500_000),
+    # Continuous actions (Gaussian head). Pendulum's reward is -(angle^2 + 0.1 velocity^2 + 0.001 torque^2) per
+    # step, down to -16: scaled by 0.1; a short horizon (gamma 0.9) as in the A2C baselines' tuned Pendulum.
+    "pendulum": dict(env_id="Pendulum-v1", logdir="runs/pendulum", envs_per_thread=8, t_max=8, gamma=0.9,
+                     gae_lambda=0.9, entropy_beta=0.0, normalize_obs=True, reward_scale=0.1, clip_rewards=False,
+                     episodic_life=False, optimizer="adam", learning_rate=1e-3, total_env_steps=3_000_000),
+    "lunarlander": dict(env_id="LunarLander-v3", logdir="runs/lunarlander", envs_per_thread=8, gamma=0.995,
+                        entropy_beta=1e-3, clip_rewards=False, episodic_life=False, reward_scale=0.01,
+                        total_env_steps=5_000_000),
+    "bipedalwalker": dict(env_id="BipedalWalker-v3", logdir="runs/bipedalwalker", envs_per_thread=8, t_max=8,
+                          gae_lambda=0.95, entropy_beta=0.0, normalize_obs=True, reward_scale=0.1,
+                          clip_rewards=False, episodic_life=False, optimizer="adam", learning_rate=3e-4,
+                          total_env_steps=20_000_000),
+    # A Genesis shooter whose ROM ships with stable-retro: 18 actions (8 ways, with and without fire), Atari-style
+    # frames, episodic life (3 lives); 8 emulator processes in all.
+    "airstriker": dict(env_id="retro:Airstriker-Genesis", logdir="runs/airstriker", envs_per_thread=4,
+                       total_env_steps=10_000_000),
     # A few hundred steps; used by the tests and to check an install.
     "smoke": dict(env_id="ALE/Pong-v5", threads=2, envs_per_thread=4, total_env_steps=400,
                   logdir="runs/smoke", log_interval_s=1.0, progress_bar=False),
 }
 
 CHOICES = {
-    "network": ("a3c", "nature", "a3c-lstm"),
+    "network": ("auto", "a3c", "nature", "a3c-lstm", "mlp"),
+    "vector_env": ("sync", "async"),
     "optimizer": ("rmsprop", "adam", "amsgrad"),
     "lr_schedule": ("constant", "linear"),
     "precision": ("float32", "bfloat16"),
 }
 
 # Fields that change the trained weights' meaning; a checkpoint cannot be resumed or evaluated with others.
-MODEL_FIELDS = ("env_id", "network", "full_action_space")
+MODEL_FIELDS = ("env_id", "network", "full_action_space", "normalize_obs")
 # Fields the optimizer statistics in a checkpoint depend on: a resume must keep them.
 OPTIMIZER_FIELDS = ("optimizer", "per_thread_stats")
 # Settings of the env that a resumed run may change, but with a warning: the policy was trained under the old ones.
@@ -217,7 +251,8 @@ def validate(hp: HParams) -> HParams:
         need(getattr(hp, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(hp, name)}")
     for name in ("env_threads", "tf_intra_op_threads", "tf_inter_op_threads", "noop_max"):
         need(getattr(hp, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(hp, name)}")
-    for name in ("learning_rate", "max_grad_norm", "optimizer_epsilon", "checkpoint_interval_s", "log_interval_s"):
+    for name in ("learning_rate", "max_grad_norm", "optimizer_epsilon", "checkpoint_interval_s", "log_interval_s",
+                 "reward_scale"):
         need(getattr(hp, name) > 0, f"--{name.replace('_', '-')} must be > 0, got {getattr(hp, name)}")
     for name in ("gamma", "gae_lambda", "repeat_action_probability", "rmsprop_decay", "adam_beta1", "adam_beta2"):
         need(0.0 <= getattr(hp, name) <= 1.0, f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(hp, name)}")

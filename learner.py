@@ -9,7 +9,8 @@ The trainer's threads see a learner only through the `Learner` interface:
   histograms(rollout) -> dict          name -> weight and gradient values, for TensorBoard histograms
   graphs() -> dict                     name -> tf.Graph of each tf.function, for TensorBoard's graph view
   checkpoint_objects() -> dict         the trackables a checkpoint holds (weights, optimizer slots, ...)
-  net, num_actions, device, devices    the shared network, the device it lives on, all devices with a replica
+  net, action_spec, device, devices    the shared network, its ActionSpec, the device it lives on, all devices
+                                       with a replica
 A3CLearner implements it with a3c_math.a3c_loss. An ACER or V-trace learner implements the same interface
 beside it and make_learner picks it; the trainer loop does not change.
 
@@ -21,6 +22,7 @@ Must not: step envs, count steps or episodes, or write files or logs.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 import numpy as np
@@ -32,13 +34,14 @@ tf = import_tensorflow()
 import a3c_math  # noqa: E402  (imports TensorFlow, which must come in quietly first)
 from errors import ConfigError  # noqa: E402
 from hparams import HParams  # noqa: E402
-from network import build_network, resolve_devices  # noqa: E402
+from network import build_network, resolve_devices, resolve_kind  # noqa: E402
 from optimizers import SharedOptimizer  # noqa: E402
+from specs import ATARI_OBS, ActionSpec, ObsSpec, as_action_spec  # noqa: E402
 
 
 class Learner(Protocol):
     net: object
-    num_actions: int
+    action_spec: ActionSpec
     device: str
     devices: list
 
@@ -55,17 +58,18 @@ class Learner(Protocol):
     def checkpoint_objects(self) -> dict: ...
 
 
-def rollout_signature(state_size: int) -> list:
-    """The tf.TensorSpecs of a batch_agents.Rollout, time-major with free T and B."""
+def rollout_signature(net) -> list:
+    """The tf.TensorSpecs of a batch_agents.Rollout for `net`'s observations, actions and state, time-major
+    with free T and B."""
     tb = [None, None]
-    return [tf.TensorSpec([None, None, 4, 84, 84], tf.uint8),  # obs
-            tf.TensorSpec(tb, tf.int32),  # actions
+    return [tf.TensorSpec(tb + list(net.obs_spec.shape), net.obs_spec.dtype),  # obs
+            tf.TensorSpec(tb + list(net.dist.action_shape), net.dist.action_dtype),  # actions
             tf.TensorSpec(tb, tf.float32),  # rewards (raw)
             tf.TensorSpec(tb, tf.bool),  # terminated
             tf.TensorSpec(tb, tf.bool),  # truncated
             tf.TensorSpec(tb, tf.bool),  # valid
             tf.TensorSpec(tb, tf.bool),  # resets: zero the recurrent state before step t
-            tf.TensorSpec([None, state_size], tf.float32),  # initial_state
+            tf.TensorSpec([None, net.state_size], tf.float32),  # initial_state
             tf.TensorSpec([None], tf.float32)]  # bootstrap_value
 
 
@@ -77,12 +81,13 @@ class A3CLearner:
     its gradients with the replica of device i mod D, refreshed from the shared weights before each rollout
     (`refresh`, the paper's thread-local parameters theta'), and applies them to the shared weights."""
 
-    def __init__(self, hp: HParams, num_actions: int, device: str | None = None):
+    def __init__(self, hp: HParams, action: ActionSpec | int, device: str | None = None, obs: ObsSpec = ATARI_OBS):
         self.hp = hp
-        self.num_actions = num_actions
+        self.action_spec = as_action_spec(action)
         self.devices = [device] if device else check_devices(hp)
         self.device = self.devices[0]
-        self.replicas = [build_network(num_actions, hp.network, d, hp.precision) for d in self.devices]
+        self.replicas = [build_network(self.action_spec, hp.network, d, hp.precision, obs=obs,
+                                       normalize_obs=hp.normalize_obs) for d in self.devices]
         self.net = self.replicas[0]
         self.syncs = [None] + [self._make_sync(replica, d) for replica, d in zip(self.replicas[1:], self.devices[1:])]
         # One set of statistics shared by all threads (the A3C paper), or one per thread (--per-thread-stats).
@@ -104,14 +109,14 @@ class A3CLearner:
         for sync in self.syncs[1:]:
             sync()
 
-        @tf.function(input_signature=rollout_signature(self.net.state_size))
+        @tf.function(input_signature=rollout_signature(self.net))
         def gradients(*rollout):
             with tf.device(self.device):
                 return self._loss_and_gradients(self.net, *rollout)[2]
         self._gradients = gradients
 
     def _make_act(self, net, device):
-        @tf.function(input_signature=[tf.TensorSpec([None, 4, 84, 84], tf.uint8),
+        @tf.function(input_signature=[tf.TensorSpec([None, *net.obs_spec.shape], net.obs_spec.dtype),
                                       tf.TensorSpec([None, net.state_size], tf.float32),
                                       tf.TensorSpec([None], tf.bool), tf.TensorSpec([2], tf.int32),
                                       tf.TensorSpec([], tf.bool)])
@@ -119,9 +124,9 @@ class A3CLearner:
             with tf.device(device):
                 state = tf.where(reset[:, None], tf.zeros_like(state), state)
                 out = net(obs, state)
-                sampled = tf.random.stateless_categorical(out.logits, 1, seed)[:, 0]
-                action = tf.where(greedy, tf.argmax(out.logits, -1), sampled)
-                return tf.cast(action, tf.int32), out.value, out.state
+                action = tf.cond(greedy, lambda: net.dist.mode(out.policy_params),
+                                 lambda: net.dist.sample(out.policy_params, seed))
+                return action, out.value, out.state
         return act
 
     def _make_sync(self, replica, device):
@@ -137,11 +142,12 @@ class A3CLearner:
         hp = self.hp
         if hp.clip_rewards:
             rewards = tf.clip_by_value(rewards, -1.0, 1.0)
+        rewards = rewards * hp.reward_scale
         with tf.GradientTape() as tape:
             # From the state the rollout started with, resetting where act did: truncated BPTT over T.
             out = net.unroll(obs, initial_state, resets)
             loss, parts = a3c_math.a3c_loss(
-                out.logits, out.value, actions, rewards, terminated, truncated, valid, bootstrap_value,
+                net.dist.log_prob(out.policy_params, actions), net.dist.entropy(out.policy_params), out.value, rewards, terminated, truncated, valid, bootstrap_value,
                 hp.gamma, hp.gae_lambda, hp.value_coef, hp.entropy_beta)
         return loss, parts, tape.gradient(loss, net.trainable_variables)
 
@@ -164,9 +170,10 @@ class A3CLearner:
                 iteration = tf.cond(finite,
                                     lambda: optimizer.apply(clipped, shared.trainable_variables, learning_rate),
                                     lambda: tf.identity(optimizer.iterations))
+                shared.update_obs_norm(rollout[0], rollout[5])  # observations, valid (no-op without --normalize-obs)
             return dict(loss=loss, policy=parts["policy"], value=parts["value"], entropy=parts["entropy"],
                         advantage=parts["advantage"], grad_norm=grad_norm, applied=finite, iteration=iteration)
-        signature = rollout_signature(net.state_size) + [tf.TensorSpec([], tf.float32)]  # + the learning rate
+        signature = rollout_signature(net) + [tf.TensorSpec([], tf.float32)]  # + the learning rate
         return tf.function(train_step, input_signature=signature, jit_compile=hp.jit_compile)
 
     def policy(self, greedy: bool = False, thread: int = 0):
@@ -219,7 +226,17 @@ def check_devices(hp: HParams) -> list[str]:
         raise ConfigError(str(e)) from None
 
 
-def make_learner(hp: HParams, num_actions: int, device: str | None = None) -> Learner:
-    """The learner of hp's algorithm (today A3C) over `num_actions` actions, on `device` (default: the first
-    GPU, else the CPU)."""
-    return A3CLearner(hp, num_actions, device)
+def resolve_network(hp: HParams, obs: ObsSpec) -> HParams:
+    """hp with --network resolved for observations `obs` (`auto`: a3c for frames, mlp for flat vectors);
+    ConfigError if the chosen network cannot read them."""
+    try:
+        return dataclasses.replace(hp, network=resolve_kind(hp.network, obs))
+    except ValueError as e:
+        raise ConfigError(f"{hp.env_id}: {e}") from None
+
+
+def make_learner(hp: HParams, action: ActionSpec | int, device: str | None = None,
+                 obs: ObsSpec = ATARI_OBS) -> Learner:
+    """The learner of hp's algorithm (today A3C) from observations `obs` to actions `action` (an int A = A
+    discrete actions), on `device` (default: the first GPU, else the CPU)."""
+    return A3CLearner(hp, action, device, obs)

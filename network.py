@@ -12,7 +12,14 @@ The first conv (8x8, stride 4, 4 input channels) is computed as a 2x2 stride-1 c
 view of the input (21x21x64): the same function of the same kernel variable (rearranged in-graph, so
 checkpoints do not change), but 64 input channels keep the CPU conv kernels' vector lanes full where 4 do not.
 
-Output: `AgentOutput(logits [B, A] float32, value [B] float32, state)`. `state` is the recurrent core state:
+Flat observations `[B, n]` float32 (CartPole, Pendulum, ...) go to the `mlp` network instead: two towers of
+64-64 tanh units, one for the policy and one for the value, as the A2C/PPO baselines use for such envs, with an
+optional running normalisation of the observations (`normalize_obs`; its statistics are variables of the
+network, so checkpoints hold them, and the train step updates them from each rollout).
+
+Output: `AgentOutput(policy_params, value [B] float32, state)`. `policy_params` are the parameters of the
+head's action distribution (distributions.py): logits `[B, A]` for discrete actions, mean and log-std `[B, 2D]`
+for Box actions (a state-dependent mean, a learned state-independent log-std). `state` is the recurrent core state:
 `[B, 0]` for the feed-forward nets, `[B, 2 * units]` (h and c) for `a3c-lstm` (the A3C paper's LSTM agent: its
 conv torso and fc256, then an LSTM of 256 cells, then the heads; we add a LayerNorm on the cell's input). `call` is one step; `unroll` runs a whole
 `[T, B]` rollout from its initial state with the same resets `act` applied, for the train step's truncated
@@ -27,11 +34,14 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
-OBS_SHAPE = (4, 84, 84)  # (frame stack, height, width), AtariVectorEnv's layout
+from distributions import for_action_spec
+from specs import ATARI_OBS, ActionSpec, ObsSpec, as_action_spec
+
+OBS_SHAPE = ATARI_OBS.shape  # (frame stack, height, width), AtariVectorEnv's layout
 
 
 class AgentOutput(NamedTuple):
-    logits: tf.Tensor  # [B, A] float32, unnormalised log-probabilities
+    policy_params: tf.Tensor  # [B, P] float32: logits (discrete), or mean and log-std (Box); see distributions.py
     value: tf.Tensor  # [B] float32, V(s)
     state: tf.Tensor  # [B, S] float32 recurrent state after this step (S = 0 for feed-forward nets)
 
@@ -65,12 +75,28 @@ _TORSOS = {
     "a3c": ([(16, 8, 4), (32, 4, 2)], 256),  # Mnih et al. 2016, the A3C paper
     "nature": ([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512),  # Mnih et al. 2015, DQN Nature
 }
+MLP_UNITS = (64, 64)  # per tower (policy, value), tanh: the A2C / PPO baselines' net for flat observations
 # --network name: (torso, LSTM units after the torso's fc layer, or 0 for a feed-forward net)
 NETWORKS = {
     "a3c": ("a3c", 0),
     "nature": ("nature", 0),
     "a3c-lstm": ("a3c", 256),  # the A3C paper's LSTM agent: its torso, then 256 LSTM cells
+    "mlp": ("mlp", 0),  # flat observations: separate policy and value towers
 }
+AUTO = "auto"  # --network auto: a3c for frames, mlp for flat observations
+
+
+def resolve_kind(kind: str, obs: ObsSpec) -> str:
+    """--network as given (`auto` included) -> the network for observations `obs`; ValueError on a mismatch."""
+    if kind == AUTO:
+        return "a3c" if obs.is_image else "mlp"
+    if kind not in NETWORKS:
+        raise ValueError(f"unknown network {kind!r}; choose one of {sorted(NETWORKS) + [AUTO]}")
+    if obs.is_image != (NETWORKS[kind][0] != "mlp"):
+        seen = "84x84 frames" if obs.is_image else f"flat observations of {obs.shape[0]} numbers"
+        fits = "a3c, nature or a3c-lstm" if obs.is_image else "mlp"
+        raise ValueError(f"--network {kind} cannot read {seen}; use --network {fits} (or auto)")
+    return kind
 
 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}  # hparams name -> Keras dtype policy
@@ -133,35 +159,81 @@ class LSTMCore(keras.layers.Layer):
         return self.step(self.project(x), state)
 
 
+class RunningObsNorm(keras.layers.Layer):
+    """Running mean and variance of flat observations (parallel merge, Chan et al. 1979), applied as
+    clip((x - mean) / sqrt(var + 1e-8), -10, 10), as baselines' VecNormalize. The statistics are non-trainable
+    variables: checkpoints and device replicas carry them with the weights."""
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = self.add_weight(name="mean", shape=(size,), initializer="zeros", trainable=False)
+        self.var = self.add_weight(name="var", shape=(size,), initializer="ones", trainable=False)
+        self.count = self.add_weight(name="count", shape=(), initializer="zeros", trainable=False)
+
+    def call(self, x):
+        return tf.clip_by_value((x - self.mean) * tf.math.rsqrt(self.var + 1e-8), -10.0, 10.0)
+
+    def update(self, x, mask):
+        """Fold the rows of x `[N, n]` where mask `[N]` is True into the statistics."""
+        x = tf.boolean_mask(x, mask)
+        n = tf.cast(tf.shape(x)[0], tf.float32)
+        if_empty = tf.maximum(n, 1.0)
+        batch_mean = tf.reduce_sum(x, 0) / if_empty
+        batch_var = tf.reduce_sum(tf.square(x - batch_mean), 0) / if_empty
+        total = self.count + n
+        delta = batch_mean - self.mean
+        new_mean = self.mean + delta * n / tf.maximum(total, 1.0)
+        m2 = self.var * self.count + batch_var * n + tf.square(delta) * self.count * n / tf.maximum(total, 1.0)
+        new_var = tf.where(total > 0, m2 / tf.maximum(total, 1.0), self.var)
+        self.mean.assign(tf.where(n > 0, new_mean, self.mean))
+        self.var.assign(tf.where(n > 0, new_var, self.var))
+        self.count.assign(total)
+
+
 class PolicyValueNet(keras.Model):
-    """Conv torso + fc, an optional LSTM core, a policy head and a value head.
+    """A torso (convs + fc for frames, or the MLP towers for flat observations), an optional LSTM core, a policy
+    head for the action spec's distribution and a value head.
 
     `state_size` is 0 for the feed-forward nets and 2 * units for an LSTM core (state = [h, c])."""
 
-    def __init__(self, num_actions: int, kind: str = "a3c", precision: str = "float32",
-                 space_to_depth: bool = True, **kwargs):
+    def __init__(self, action: ActionSpec | int, kind: str = "a3c", precision: str = "float32",
+                 space_to_depth: bool = True, obs: ObsSpec = ATARI_OBS, normalize_obs: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if kind not in NETWORKS:
-            raise ValueError(f"unknown network {kind!r}; choose one of {sorted(NETWORKS)}")
+        kind = resolve_kind(kind, obs)
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
+        action = as_action_spec(action)
+        self.kind, self.obs_spec, self.action_spec = kind, obs, action
+        self.dist = for_action_spec(action)
+        self.num_actions = action.size if action.is_discrete else None
         torso, lstm_units = NETWORKS[kind]
-        convs, hidden = _TORSOS[torso]
-        self.kind = kind
-        self.num_actions = num_actions
         policy = PRECISIONS[precision]
-        # Each conv is its own attribute: tf.train.Checkpoint does not see layers held in a Python list,
-        # and a checkpoint without them would silently re-initialise the torso on restore.
-        self.conv_names = tuple(f"conv{i}" for i in range(len(convs)))
-        for name, (f, k, s) in zip(self.conv_names, convs):
-            setattr(self, name, keras.layers.Conv2D(f, k, s, activation="relu", name=name, dtype=policy))
-        _, first_kernel, self.first_stride = convs[0]
-        self.space_to_depth = (space_to_depth and first_kernel % self.first_stride == 0
-                               and OBS_SHAPE[1] % self.first_stride == 0)
-        if self.space_to_depth:  # conv0 is applied by hand below; build it so its variables exist
-            self.conv0.build((None, OBS_SHAPE[1], OBS_SHAPE[2], OBS_SHAPE[0]))
-        self.flatten = keras.layers.Flatten(dtype=policy)
-        self.hidden = keras.layers.Dense(hidden, activation="relu", name="fc", dtype=policy)
+        self.mlp = torso == "mlp"
+        self.normalize_obs = normalize_obs and self.mlp
+        if self.mlp:
+            if self.normalize_obs:
+                self.obs_norm = RunningObsNorm(obs.shape[0], name="obs_norm", dtype="float32")
+            # Two towers, as attributes each (tf.train.Checkpoint does not see layers in Python lists).
+            self.tower_names = tuple(f"{head}_fc{i}" for head in ("policy", "value") for i in range(len(MLP_UNITS)))
+            for name in self.tower_names:
+                setattr(self, name, keras.layers.Dense(
+                    MLP_UNITS[int(name[-1])], activation="tanh", name=name, dtype=policy,
+                    kernel_initializer=keras.initializers.Orthogonal(2 ** 0.5)))
+            hidden = MLP_UNITS[-1]
+        else:
+            convs, hidden = _TORSOS[torso]
+            # Each conv is its own attribute: tf.train.Checkpoint does not see layers held in a Python list,
+            # and a checkpoint without them would silently re-initialise the torso on restore.
+            self.conv_names = tuple(f"conv{i}" for i in range(len(convs)))
+            for name, (f, k, s) in zip(self.conv_names, convs):
+                setattr(self, name, keras.layers.Conv2D(f, k, s, activation="relu", name=name, dtype=policy))
+            _, first_kernel, self.first_stride = convs[0]
+            self.space_to_depth = (space_to_depth and first_kernel % self.first_stride == 0
+                                   and OBS_SHAPE[1] % self.first_stride == 0)
+            if self.space_to_depth:  # conv0 is applied by hand below; build it so its variables exist
+                self.conv0.build((None, OBS_SHAPE[1], OBS_SHAPE[2], OBS_SHAPE[0]))
+            self.flatten = keras.layers.Flatten(dtype=policy)
+            self.hidden = keras.layers.Dense(hidden, activation="relu", name="fc", dtype=policy)
         # The LSTM stays float32 under mixed precision: its state is carried over thousands of steps.
         self.lstm_units = lstm_units
         self.state_size = 2 * lstm_units
@@ -176,14 +248,29 @@ class PolicyValueNet(keras.Model):
             self.lstm.build((None, hidden))
         # Small policy init keeps the first policy near uniform (high entropy), as in A2C/PPO baselines.
         self.policy_head = keras.layers.Dense(
-            num_actions, name="policy", kernel_initializer=keras.initializers.Orthogonal(0.01))
+            action.size, name="policy", kernel_initializer=keras.initializers.Orthogonal(0.01))
+        if not action.is_discrete:  # the Gaussian's log-std: learned, the same in every state; std 1 at start
+            self.log_std = self.add_weight(name="log_std", shape=(action.size,), initializer="zeros")
         self.value_head = keras.layers.Dense(1, name="value", kernel_initializer=keras.initializers.Orthogonal(1.0))
 
     def initial_state(self, batch_size: int) -> tf.Tensor:
         return tf.zeros([batch_size, self.state_size], tf.float32)
 
     def torso(self, obs) -> tf.Tensor:
-        """uint8 frames `[N, 4, 84, 84]` -> float32 features `[N, hidden]`."""
+        """Observations `[N, *obs_shape]` -> float32 features `[N, hidden]` (for the MLP: the policy tower's
+        and the value tower's, concatenated)."""
+        if self.mlp:
+            x = tf.cast(obs, tf.float32)
+            if self.normalize_obs:
+                x = self.obs_norm(x)
+            n = len(MLP_UNITS)
+            towers = []
+            for names in (self.tower_names[:n], self.tower_names[n:]):
+                h = x
+                for name in names:
+                    h = getattr(self, name)(h)
+                towers.append(tf.cast(h, tf.float32))
+            return tf.concat(towers, -1)
         dtype = self.hidden.compute_dtype  # the torso's dtype policy decides: "float32" or "bfloat16"
         if self.space_to_depth:
             x = space_to_depth_input(obs, self.first_stride, dtype)
@@ -199,11 +286,21 @@ class PolicyValueNet(keras.Model):
         # Heads in float32: a bf16 value (3 significant digits) would blur the n-step targets' differences.
         return tf.cast(self.hidden(self.flatten(x)), tf.float32)
 
+    def update_obs_norm(self, obs, mask):
+        """Fold observations `[T, B, n]` where mask `[T, B]` into the running normalisation (a no-op without it)."""
+        if self.normalize_obs:
+            self.obs_norm.update(tf.reshape(tf.cast(obs, tf.float32), [-1, self.obs_spec.shape[0]]),
+                                 tf.reshape(mask, [-1]))
+
     def _heads(self, x) -> tuple[tf.Tensor, tf.Tensor]:
-        return self.policy_head(x), tf.squeeze(self.value_head(x), -1)
+        policy_x, value_x = tf.split(x, 2, axis=-1) if self.mlp else (x, x)
+        params = self.policy_head(policy_x)
+        if not self.action_spec.is_discrete:
+            params = tf.concat([params, tf.broadcast_to(self.log_std, tf.shape(params))], -1)
+        return params, tf.squeeze(self.value_head(value_x), -1)
 
     def call(self, obs, state=None) -> AgentOutput:
-        """One step for a batch: frames `[B, 4, 84, 84]`, state `[B, S]` (None = zeros) -> AgentOutput."""
+        """One step for a batch: observations `[B, *obs_shape]`, state `[B, S]` (None = zeros) -> AgentOutput."""
         x = self.torso(obs)
         if state is None:
             state = tf.zeros([tf.shape(obs)[0], self.state_size], tf.float32)
@@ -212,9 +309,10 @@ class PolicyValueNet(keras.Model):
         return AgentOutput(*self._heads(x), state)
 
     def unroll(self, obs, initial_state, resets) -> AgentOutput:
-        """T steps of B envs: frames `[T, B, 4, 84, 84]`, state before step 0 `[B, S]`, resets `[T, B]` bool
-        (zero the state before step t, as `act` does) -> AgentOutput(logits [T, B, A], value [T, B], state
-        after the last step [B, S]). The torso runs on all T * B frames at once; only the core steps in time."""
+        """T steps of B envs: observations `[T, B, *obs_shape]`, state before step 0 `[B, S]`, resets `[T, B]`
+        bool (zero the state before step t, as `act` does) -> AgentOutput(policy_params [T, B, P], value [T, B],
+        state after the last step [B, S]). The torso runs on all T * B observations at once; only the core
+        steps in time."""
         T, B = tf.shape(obs)[0], tf.shape(obs)[1]
         x = self.torso(tf.reshape(obs, tf.concat([[T * B], tf.shape(obs)[2:]], 0)))
         state = initial_state
@@ -234,10 +332,12 @@ class PolicyValueNet(keras.Model):
         return AgentOutput(*self._heads(x), state)
 
 
-def build_network(num_actions: int, kind: str = "a3c", device: str | None = None, precision: str = "float32",
-                  space_to_depth: bool = True) -> PolicyValueNet:
-    """Create the network with its variables on `device` (default: compute_device())."""
+def build_network(action: ActionSpec | int, kind: str = "a3c", device: str | None = None,
+                  precision: str = "float32", space_to_depth: bool = True, obs: ObsSpec = ATARI_OBS,
+                  normalize_obs: bool = False) -> PolicyValueNet:
+    """Create the network for `obs` -> `action` (an int A = A discrete actions) with its variables on `device`
+    (default: compute_device())."""
     with tf.device(device or compute_device()):
-        net = PolicyValueNet(num_actions, kind, precision, space_to_depth)
-        net(tf.zeros((1,) + OBS_SHAPE, tf.uint8))  # build the variables on that device
+        net = PolicyValueNet(action, kind, precision, space_to_depth, obs, normalize_obs)
+        net(tf.zeros((1,) + tuple(obs.shape), obs.dtype))  # build the variables on that device
     return net

@@ -15,6 +15,7 @@ import gymnasium
 import numpy as np
 
 OPTIONS_VAR = "A3C_FAKE_ENV_OPTIONS"
+ATARI_FRAMES = gymnasium.spaces.Box(0, 255, (4, 84, 84), np.uint8)  # what AtariVectorEnv gives
 
 
 class ScriptedVectorEnv:
@@ -32,6 +33,7 @@ class ScriptedVectorEnv:
         self.episodes = episodes
         self.num_envs = len(episodes)
         self.single_action_space = gymnasium.spaces.Discrete(num_actions)
+        self.single_observation_space = ATARI_FRAMES
         self.start_lives = start_lives
         self.reset_junk = reset_junk
         self.actions_log = []
@@ -122,6 +124,7 @@ class FakeAtariVectorEnv:
                  step_sleep_s=0.0, fail_marker=None, name=""):
         self.num_envs = num_envs
         self.single_action_space = gymnasium.spaces.Discrete(num_actions)
+        self.single_observation_space = ATARI_FRAMES
         self.episode_length = episode_length
         self.fail_at_step = fail_at_step
         self.fail_marker = fail_marker  # file that gets the time.time() of the failure
@@ -215,6 +218,7 @@ class CueMemoryVectorEnv:
         self.num_envs = num_envs
         self.delay = delay
         self.single_action_space = gymnasium.spaces.Discrete(2)
+        self.single_observation_space = ATARI_FRAMES
 
     def _cue_frame(self, side):
         frame = np.zeros((84, 84), np.uint8)

@@ -5,6 +5,9 @@ import pytest
 import tensorflow as tf
 
 import a3c_math
+from distributions import Categorical
+
+CAT = Categorical(6)  # its math does not depend on the number of actions
 
 RANK_ERRORS = (ValueError, tf.errors.InvalidArgumentError)
 
@@ -218,14 +221,14 @@ def _np_losses(logits, actions, advantages, values, targets, valid):
 def test_losses_match_numpy(seed):
     logits, actions, adv, values, targets, valid = _loss_inputs(seed)
     policy, value, ent = _np_losses(logits, actions, adv, values, targets, valid)
-    np.testing.assert_allclose(a3c_math.policy_loss(logits, actions, adv, valid).numpy(), policy, rtol=1e-5)
+    np.testing.assert_allclose(a3c_math.policy_loss(CAT.log_prob(logits, actions), adv, valid).numpy(), policy, rtol=1e-5)
     np.testing.assert_allclose(a3c_math.value_loss(values, targets, valid).numpy(), value, rtol=1e-5)
-    np.testing.assert_allclose(a3c_math.entropy(logits, valid).numpy(), ent, rtol=1e-5)
+    np.testing.assert_allclose(a3c_math.entropy(CAT.entropy(logits), valid).numpy(), ent, rtol=1e-5)
 
 
 def test_entropy_of_uniform_policy_is_log_num_actions():
     valid = np.ones((2, 3), bool)
-    np.testing.assert_allclose(a3c_math.entropy(np.zeros((2, 3, 6), np.float32), valid).numpy(), np.log(6),
+    np.testing.assert_allclose(a3c_math.entropy(CAT.entropy(np.zeros((2, 3, 6), np.float32)), valid).numpy(), np.log(6),
                                rtol=1e-6)
 
 
@@ -240,19 +243,19 @@ def test_invalid_steps_do_not_change_losses():
     values2 = np.where(inv, -1e3, values).astype(np.float32)
     targets2 = np.where(inv, 1e3, targets).astype(np.float32)
 
-    before = [a3c_math.policy_loss(logits, actions, adv, valid), a3c_math.value_loss(values, targets, valid),
-              a3c_math.entropy(logits, valid)]
-    after = [a3c_math.policy_loss(logits2, actions2, adv2, valid), a3c_math.value_loss(values2, targets2, valid),
-             a3c_math.entropy(logits2, valid)]
+    before = [a3c_math.policy_loss(CAT.log_prob(logits, actions), adv, valid), a3c_math.value_loss(values, targets, valid),
+              a3c_math.entropy(CAT.entropy(logits), valid)]
+    after = [a3c_math.policy_loss(CAT.log_prob(logits2, actions2), adv2, valid), a3c_math.value_loss(values2, targets2, valid),
+             a3c_math.entropy(CAT.entropy(logits2), valid)]
     for b, a, name in zip(before, after, ["policy", "value", "entropy"]):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, err_msg=name)
 
     # Same for the whole objective: change everything the env reports at invalid steps.
     rewards, term, trunc, _, boot = random_rollout(5, T=5, B=3)
-    total, _ = a3c_math.a3c_loss(logits, values, actions, rewards, term, trunc, valid, boot,
+    total, _ = a3c_math.a3c_loss(CAT.log_prob(logits, actions), CAT.entropy(logits), values, rewards, term, trunc, valid, boot,
                                  0.99, 0.95, 0.5, 0.01)
     # Perturbing logits / actions at invalid steps does not enter any loss term (values do, as bootstraps).
-    total2, _ = a3c_math.a3c_loss(logits2, values, actions2, rewards, term, trunc, valid, boot,
+    total2, _ = a3c_math.a3c_loss(CAT.log_prob(logits2, actions2), CAT.entropy(logits2), values, rewards, term, trunc, valid, boot,
                                   0.99, 0.95, 0.5, 0.01)
     np.testing.assert_allclose(total2.numpy(), total.numpy(), rtol=1e-6)
 
@@ -263,7 +266,7 @@ def test_all_invalid_mask_gives_zero_finite_losses_and_gradients():
     logits_v, values_v = tf.Variable(logits), tf.Variable(values)
     rewards, term, trunc, _, boot = random_rollout(6, T=5, B=3)
     with tf.GradientTape() as tape:
-        total, parts = a3c_math.a3c_loss(logits_v, values_v, actions, rewards, term, trunc, valid, boot,
+        total, parts = a3c_math.a3c_loss(CAT.log_prob(logits_v, actions), CAT.entropy(logits_v), values_v, rewards, term, trunc, valid, boot,
                                          0.99, 1.0, 0.5, 0.01)
     for name, x in dict(parts, total=total).items():
         assert np.isfinite(x.numpy()), name
@@ -277,7 +280,7 @@ def test_policy_loss_does_not_differentiate_advantages():
     logits_t, adv_t = tf.constant(logits), tf.constant(adv)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([logits_t, adv_t])
-        loss = a3c_math.policy_loss(logits_t, actions, adv_t, valid)
+        loss = a3c_math.policy_loss(CAT.log_prob(logits_t, actions), adv_t, valid)
     g_adv = tape.gradient(loss, adv_t)
     assert g_adv is None or not np.any(g_adv.numpy())
     g_logits = tape.gradient(loss, logits_t).numpy()
@@ -323,7 +326,7 @@ def test_a3c_loss_value_gradient_comes_only_from_value_loss():
     value_coef = 0.5
     with tf.GradientTape() as tape:
         tape.watch(v_t)
-        total, _ = a3c_math.a3c_loss(logits, v_t, actions, rewards, term, trunc, valid, boot,
+        total, _ = a3c_math.a3c_loss(CAT.log_prob(logits, actions), CAT.entropy(logits), v_t, rewards, term, trunc, valid, boot,
                                      0.99, 0.9, value_coef, 0.01)
     targets = np_gae(rewards, term, trunc, values, boot, 0.99, 0.9) + values
     m = valid.astype(np.float64)
@@ -335,7 +338,7 @@ def test_a3c_loss_total_and_parts():
     logits, actions, _, values, _, valid = _loss_inputs(12)
     rewards, term, trunc, _, boot = random_rollout(13, T=5, B=3)
     gamma, lambda_, value_coef, beta = 0.99, 0.95, 0.5, 0.01
-    total, parts = a3c_math.a3c_loss(logits, values, actions, rewards, term, trunc, valid, boot,
+    total, parts = a3c_math.a3c_loss(CAT.log_prob(logits, actions), CAT.entropy(logits), values, rewards, term, trunc, valid, boot,
                                      gamma, lambda_, value_coef, beta)
     adv = np_gae(rewards, term, trunc, values, boot, gamma, lambda_)
     policy, value, ent = _np_losses(logits, actions, adv, values, adv + values, valid)
@@ -365,15 +368,15 @@ def test_returns_reject_non_time_major(bad_shape, which):
 
 @pytest.mark.parametrize("bad_shape", [(4,), (4, 2, 1)])
 def test_losses_reject_non_time_major(bad_shape):
-    logits = np.zeros((4, 2, 3), np.float32)
-    actions = np.zeros((4, 2), np.int32)
     x = np.zeros((4, 2), np.float32)
     valid = np.ones((4, 2), bool)
     bad = np.zeros(bad_shape, np.float32)
     with pytest.raises(RANK_ERRORS):
-        a3c_math.policy_loss(logits, actions, bad, valid)
+        a3c_math.policy_loss(x, bad, valid)
     with pytest.raises(RANK_ERRORS):
-        a3c_math.policy_loss(logits, bad.astype(np.int32), x, valid)
+        a3c_math.policy_loss(bad, x, valid)
+    with pytest.raises(RANK_ERRORS):
+        a3c_math.entropy(bad, valid)
     with pytest.raises(RANK_ERRORS):
         a3c_math.value_loss(bad, x, valid)
     with pytest.raises(RANK_ERRORS):

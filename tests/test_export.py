@@ -47,7 +47,7 @@ def test_the_saved_model_acts_like_the_checkpoint(exported):
     # The raw signature: obs and state in; action, logits, value and state out.
     signature = tf.saved_model.load(str(saved)).signatures["serving_default"]
     out = signature(obs=tf.constant(obs), state=tf.zeros((B, S)))
-    assert set(out) == {"action", "logits", "value", "state"}
+    assert set(out) == {"action", "logits", "policy_params", "value", "state"}
     assert out["logits"].shape == (B, 6) and out["action"].dtype == tf.int32
 
 

@@ -50,7 +50,7 @@ def test_lstm_starts_with_a_forget_bias_of_one():
     np.testing.assert_array_equal(bias[256:512], 1.0)
     np.testing.assert_array_equal(np.concatenate([bias[:256], bias[512:]]), 0.0)
     out = net(tf.zeros((2,) + network.OBS_SHAPE, tf.uint8))
-    assert out.state.shape == (2, 512) and out.logits.shape == (2, 6)
+    assert out.state.shape == (2, 512) and out.policy_params.shape == (2, 6)
 
 
 class CountingPolicy:
@@ -180,10 +180,10 @@ def test_lstm_gradients_reach_every_weight(precision):
     obs = tf.constant(rng.integers(0, 256, (4, 2) + network.OBS_SHAPE, dtype=np.uint8))
     with tf.GradientTape() as tape:
         out = net.unroll(obs, tf.zeros((2, 512)), tf.constant([[T, T], [F, F], [F, T], [F, F]]))
-        loss = tf.reduce_sum(out.value[-1]) + tf.reduce_sum(out.logits[-1] ** 2)
+        loss = tf.reduce_sum(out.value[-1]) + tf.reduce_sum(out.policy_params[-1] ** 2)
     grads = tape.gradient(loss, net.trainable_variables)
     assert all(g is not None and np.abs(g.numpy()).sum() > 0 for g in grads)
-    assert out.logits.dtype == tf.float32 and out.state.dtype == tf.float32
+    assert out.policy_params.dtype == tf.float32 and out.state.dtype == tf.float32
 
 
 def test_the_cell_sees_the_same_input_whatever_the_torso_scale():

@@ -32,10 +32,10 @@ def test_obs_shape_is_stack_first():
 def test_output_shapes_and_dtypes(net, batch):
     out = net(tf.constant(_frames(batch)))
     assert isinstance(out, network.AgentOutput)
-    assert out.logits.shape == (batch, NUM_ACTIONS) and out.logits.dtype == tf.float32
+    assert out.policy_params.shape == (batch, NUM_ACTIONS) and out.policy_params.dtype == tf.float32
     assert out.value.shape == (batch,) and out.value.dtype == tf.float32
     assert out.state.shape == (batch, 0) and out.state.dtype == tf.float32
-    assert np.all(np.isfinite(out.logits.numpy())) and np.all(np.isfinite(out.value.numpy()))
+    assert np.all(np.isfinite(out.policy_params.numpy())) and np.all(np.isfinite(out.value.numpy()))
 
 
 def test_state_is_passed_through_and_initial_state_is_empty(net):
@@ -56,7 +56,7 @@ def test_architecture(net):
 
 def test_initial_policy_is_near_uniform(net):
     """The small orthogonal(0.01) policy init keeps the first policy's entropy close to log(A)."""
-    logits = net(tf.constant(_frames(4))).logits.numpy()
+    logits = net(tf.constant(_frames(4))).policy_params.numpy()
     p = tf.nn.softmax(logits).numpy()
     entropy = -(p * np.log(p)).sum(-1)
     assert np.all(entropy > 0.99 * np.log(NUM_ACTIONS))
@@ -67,7 +67,7 @@ def test_output_does_not_depend_on_batch_composition(net):
     batched = net(tf.constant(frames))
     for i in range(3):
         single = net(tf.constant(frames[i:i + 1]))
-        np.testing.assert_allclose(batched.logits.numpy()[i], single.logits.numpy()[0], atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(batched.policy_params.numpy()[i], single.policy_params.numpy()[0], atol=1e-5, rtol=1e-5)
         np.testing.assert_allclose(batched.value.numpy()[i], single.value.numpy()[0], atol=1e-5, rtol=1e-5)
     # and distinct frames give distinct values (the input is actually used)
     assert len(set(np.round(batched.value.numpy(), 7))) == 3
@@ -108,7 +108,7 @@ _DEVICE_SCRIPT = textwrap.dedent("""
         assert network.compute_device() == "/CPU:0", network.compute_device()
     # the net still runs when called from the default device
     out = net(tf.zeros((2, 4, 84, 84), tf.uint8))
-    assert out.logits.shape == (2, 6)
+    assert out.policy_params.shape == (2, 6)
     print("OK")
 """)
 
@@ -142,10 +142,10 @@ def test_space_to_depth_first_conv_is_the_same_function(kind):
     def grads(net):
         with tf.GradientTape() as tape:
             out = net(obs)
-            loss = tf.reduce_sum(out.logits ** 2) + tf.reduce_sum(out.value)
+            loss = tf.reduce_sum(out.policy_params ** 2) + tf.reduce_sum(out.value)
         return out, tape.gradient(loss, net.trainable_variables)
     (out_p, g_p), (out_s, g_s) = grads(plain), grads(s2d)
-    np.testing.assert_allclose(out_s.logits.numpy(), out_p.logits.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out_s.policy_params.numpy(), out_p.policy_params.numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(out_s.value.numpy(), out_p.value.numpy(), rtol=1e-4, atol=1e-6)
     for a, b in zip(g_p, g_s):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-3, atol=1e-5)
@@ -178,14 +178,14 @@ def test_bfloat16_keeps_float32_weights_outputs_and_gradients(kind):
     obs = tf.constant(_frames(4, seed=2))
     with tf.GradientTape() as tape:
         out = mixed(obs)
-        loss = tf.reduce_sum(out.value) + tf.reduce_sum(out.logits ** 2)
+        loss = tf.reduce_sum(out.value) + tf.reduce_sum(out.policy_params ** 2)
     grads = tape.gradient(loss, mixed.trainable_variables)
-    assert out.logits.dtype == tf.float32 and out.value.dtype == tf.float32
+    assert out.policy_params.dtype == tf.float32 and out.value.dtype == tf.float32
     assert all(g.dtype == tf.float32 and np.all(np.isfinite(g.numpy())) for g in grads)
     ref = full(obs)
     # bf16 keeps 8 significant bits: ~1% relative error through the torso.
     np.testing.assert_allclose(out.value.numpy(), ref.value.numpy(), rtol=0.05, atol=0.02)
-    np.testing.assert_allclose(out.logits.numpy(), ref.logits.numpy(), rtol=0.05, atol=0.02)
+    np.testing.assert_allclose(out.policy_params.numpy(), ref.policy_params.numpy(), rtol=0.05, atol=0.02)
 
 
 def test_unknown_precision_is_refused():

@@ -42,8 +42,12 @@ def test_base_modules_import_nothing_above_them():
     assert project_imports("errors") == set()
     assert project_imports("hparams") == {"errors"}
     assert project_imports("tf_setup") == {"hparams"}
+    assert project_imports("specs") == set() and project_imports("preprocessing") == set()
+    assert project_imports("distributions") == {"specs"}
+    assert project_imports("retro_games") == {"preprocessing"}
+    base = {"errors", "hparams", "tf_setup", "specs", "distributions"}
     for name in ("a3c_math", "network", "optimizers", "batch_agents", "plot"):  # pure: no trainer, no files
-        assert project_imports(name) <= {"errors", "hparams", "tf_setup"}, (name, project_imports(name))
+        assert project_imports(name) <= base, (name, project_imports(name))
     assert "a3c" not in project_imports("a3c_test")  # evaluation does not go through the trainer
 
 

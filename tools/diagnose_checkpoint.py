@@ -42,7 +42,7 @@ def main():
     net = learner.net
     features = net.torso(tf.reshape(tf.constant(rollout.obs), [-1, 4, 84, 84]))
     out = net.unroll(tf.constant(rollout.obs), tf.constant(rollout.initial_state), tf.constant(rollout.resets))
-    probs = tf.nn.softmax(out.logits).numpy()
+    probs = tf.nn.softmax(out.policy_params).numpy()
     print(f"checkpoint {prefix}")
     print(f"torso features: mean {float(tf.reduce_mean(features)):.4f}, max {float(tf.reduce_max(features)):.2f}, "
           f"dead (0) {float(tf.reduce_mean(tf.cast(features == 0, tf.float32))):.0%}")

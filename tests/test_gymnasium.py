@@ -1,0 +1,219 @@
+"""Beyond Atari: the gymnasium family (seeding, NEXT_STEP autoreset, truncation, clipped Box actions), the mlp
+network and its observation normalisation, and CartPole / Pendulum end to end through the real CLI."""
+import json
+import os
+
+import gymnasium
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import envs
+import hparams
+import specs
+from batch_agents import BatchAgents
+from helpers import Proc, cli_env, file_hashes, one_error_line, run
+from network import RunningObsNorm, build_network, resolve_kind
+
+
+def _hp(env_id, **kw):
+    return hparams.validate(hparams.HParams(env_id=env_id, **kw))
+
+
+def test_gymnasium_ids_go_to_the_gymnasium_family_and_atari_ids_stay_with_ale():
+    assert envs.family_of("CartPole-v1") is envs.GYMNASIUM and envs.family_of("Pendulum-v1") is envs.GYMNASIUM
+    assert envs.family_of("ALE/Pong-v5") is envs.ALE and envs.family_of("pong") is envs.ALE
+    assert envs.family_of("retro:Airstriker-Genesis") is envs.RETRO
+    assert envs.check_env_id("CartPole-v1") == "CartPole-v1"
+
+
+def test_each_env_is_seeded_like_a_single_env_and_autoresets_in_next_step_mode():
+    env = envs.make_vector_env(_hp("CartPole-v1"), 3)
+    obs, _ = env.reset(seed=5)
+    for j in range(3):
+        single, _ = gymnasium.make("CartPole-v1").reset(seed=5 + j)
+        np.testing.assert_array_equal(obs[j], single.astype(np.float32))
+    assert obs.dtype == np.float32
+    agents = BatchAgents(env, seed=5)
+    for _ in range(200):  # always pushing left ends every episode within a few dozen steps
+        reward, terminated, truncated, valid, (returns, _) = agents.step(np.zeros(3, np.int32))
+        if terminated[0]:
+            break
+    assert terminated[0] and returns
+    reward, terminated, truncated, valid, _ = agents.step(np.zeros(3, np.int32))
+    assert not valid[0] and reward[0] == 0.0 and agents.reset_next[0]  # the autoreset step is masked
+    env.close()
+
+
+def test_box_actions_reach_the_env_clipped_while_the_rollout_keeps_the_sample_and_time_limit_truncates():
+    env = envs.make_vector_env(_hp("Pendulum-v1"), 2)
+    reference = gymnasium.make("Pendulum-v1")
+    ref_obs, _ = reference.reset(seed=3)
+    agents = BatchAgents(env, seed=3)
+    np.testing.assert_allclose(agents.obs[0], ref_obs, rtol=1e-6)
+
+    def push_hard(obs, state, reset, seed):  # 5 is outside Pendulum's [-2, 2]
+        return np.full((2, 1), 5.0, np.float32), np.zeros(2, np.float32), state
+    rollout, _ = agents.collect(push_hard, 200)
+    assert rollout.actions.dtype == np.float32 and rollout.actions.shape == (200, 2, 1)
+    assert np.all(rollout.actions == 5.0)
+    for t in range(200):
+        np.testing.assert_allclose(rollout.obs[t, 0], ref_obs, rtol=1e-5, atol=1e-6)
+        ref_obs, ref_reward, _, ref_truncated, _ = reference.step(np.array([2.0], np.float32))
+        np.testing.assert_allclose(rollout.rewards[t, 0], ref_reward, rtol=1e-5)
+    # Pendulum's registered time limit is 200 steps: a truncation (bootstrap from V), never a termination.
+    assert ref_truncated and rollout.truncated[199].all() and not rollout.terminated.any()
+    assert rollout.valid.all()
+    env.close()
+
+
+def test_running_obs_norm_matches_numpy_over_batches_with_masks():
+    rng = np.random.default_rng(0)
+    norm = RunningObsNorm(3)
+    seen = []
+    for n in (7, 1, 12, 0):
+        x = (rng.normal(size=(n, 3)) * [1.0, 5.0, 0.1] + [2.0, -1.0, 0.0]).astype(np.float32)
+        mask = rng.random(n) < 0.7
+        norm.update(tf.constant(x.reshape(n, 3)), tf.constant(mask))
+        seen.append(x[mask])
+    seen = np.concatenate(seen)
+    np.testing.assert_allclose(norm.mean.numpy(), seen.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(norm.var.numpy(), seen.var(0), rtol=1e-4)
+    assert norm.count.numpy() == len(seen)
+    probe = np.array([[100.0, 0.0, 0.0]], np.float32)
+    expected = np.clip((probe - seen.mean(0)) / np.sqrt(seen.var(0) + 1e-8), -10, 10)
+    np.testing.assert_allclose(norm(tf.constant(probe)).numpy(), expected, rtol=1e-4)
+
+
+def test_mlp_network_gives_a_gaussian_head_with_a_learned_log_std():
+    box = specs.ActionSpec("box", 2, (-1.0, -1.0), (1.0, 1.0))
+    net = build_network(box, "mlp", "/CPU:0", obs=specs.ObsSpec((5,), "float32"), normalize_obs=True)
+    out = net(tf.zeros((4, 5)))
+    assert out.policy_params.shape == (4, 4) and out.value.shape == (4,) and out.state.shape == (4, 0)
+    np.testing.assert_array_equal(out.policy_params.numpy()[:, 2:], 0.0)  # log-std 0 at start: std 1
+    assert any("log_std" in v.name for v in net.trainable_variables)
+    assert {v.name for v in net.non_trainable_variables} >= {"mean", "var", "count"}
+
+
+@pytest.mark.parametrize("kind, obs, expected", [
+    ("auto", specs.ATARI_OBS, "a3c"), ("auto", specs.ObsSpec((4,), "float32"), "mlp"),
+    ("a3c-lstm", specs.ATARI_OBS, "a3c-lstm"), ("mlp", specs.ObsSpec((4,), "float32"), "mlp"),
+])
+def test_network_auto_picks_the_torso_for_the_observations(kind, obs, expected):
+    assert resolve_kind(kind, obs) == expected
+
+
+def test_a_network_that_cannot_read_the_observations_is_named():
+    with pytest.raises(ValueError, match="--network a3c cannot read flat observations of 4 numbers; use --network mlp"):
+        resolve_kind("a3c", specs.ObsSpec((4,), "float32"))
+    with pytest.raises(ValueError, match="--network mlp cannot read 84x84 frames"):
+        resolve_kind("mlp", specs.ATARI_OBS)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# End to end through the CLI
+# ----------------------------------------------------------------------------------------------------------
+QUIET = ["--no-progress-bar", "--log-interval-s", "1"]
+
+
+@pytest.fixture(scope="module")
+def cartpole_run(tmp_path_factory):
+    logdir = str(tmp_path_factory.mktemp("cartpole") / "run")
+    env = cli_env(fake=False)
+    code, out, err = run("a3c.py", ["--preset", "cartpole", "--logdir", logdir, "--total-env-steps", 2000] + QUIET,
+                         os.path.dirname(logdir), env, "first", timeout=180)
+    assert code == 0, err[-2000:]
+    code, out2, err = run("a3c.py", ["--preset", "cartpole", "--logdir", logdir, "--total-env-steps", 4000] + QUIET,
+                          os.path.dirname(logdir), env, "second", timeout=180)
+    assert code == 0, err[-2000:]
+    return logdir, out2
+
+
+def test_cartpole_trains_with_the_mlp_resumes_and_saves_its_spaces(cartpole_run):
+    logdir, second = cartpole_run
+    config = json.load(open(os.path.join(logdir, "config.json")))
+    assert config["network"] == "mlp" and config["env_id"] == "CartPole-v1"
+    assert specs.from_config(config) == (specs.ObsSpec((4,), "float32"), specs.discrete(2))
+    assert "resuming from step" in second
+
+
+def test_cartpole_evaluates_with_a_video_and_exports(cartpole_run, tmp_path):
+    logdir, _ = cartpole_run
+    env = cli_env(fake=False)
+    code, out, err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "eval", "--episodes", 3,
+                                         "--record", 1, "--max-steps", 300], tmp_path, env, "eval", timeout=180)
+    assert code == 0, err[-2000:]
+    scores = json.load(open(tmp_path / "eval" / "scores.json"))
+    assert len(scores["episodes"]) == 3 and all(r >= 1 for r in scores["episodes"])
+    assert os.path.getsize(tmp_path / "eval" / "episode_0.mp4") > 0 and "error" not in err.lower()
+    code, _, err = run("a3c_test.py", ["--model", logdir, "--export", tmp_path / "saved"], tmp_path, env, "export")
+    assert code == 0, err[-2000:]
+    code, out, err = run("a3c_test.py", ["--model", tmp_path / "saved", "--out", tmp_path / "eval2", "--episodes", 3,
+                                         "--record", 0, "--max-steps", 300], tmp_path, env, "eval2")
+    assert code == 0, err[-2000:]
+    assert json.load(open(tmp_path / "eval2" / "scores.json"))["episodes"] == scores["episodes"]
+
+
+def test_pendulum_gaussian_policy_trains_and_checkpoints_its_obs_normalisation(tmp_path):
+    logdir = str(tmp_path / "run")
+    env = cli_env(fake=False)
+    code, _, err = run("a3c.py", ["--preset", "pendulum", "--logdir", logdir, "--total-env-steps", 1600,
+                                  "--threads", 1] + QUIET, tmp_path, env, "train", timeout=180)
+    assert code == 0, err[-2000:]
+    config = json.load(open(os.path.join(logdir, "config.json")))
+    assert config["action_space"] == {"kind": "box", "size": 1, "low": [-2.0], "high": [2.0]}
+    assert config["normalize_obs"] is True
+    prefix = tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints"))
+    reader = tf.train.load_checkpoint(prefix)
+    counts = [reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix)
+              if "obs_norm" in name and "count" in name and "OPTIMIZER" not in name]
+    assert counts == [1600.0]  # every valid observation of the run, once
+    code, out, err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "eval", "--episodes", 2,
+                                         "--record", 1], tmp_path, env, "eval", timeout=180)
+    assert code == 0, err[-2000:]
+    assert json.load(open(tmp_path / "eval" / "scores.json"))["lengths"] == [200, 200]
+
+
+def test_bad_input_for_new_envs_fails_in_one_line_without_touching_the_run(cartpole_run, tmp_path):
+    logdir, _ = cartpole_run
+    before = file_hashes(logdir)
+    real, fake = cli_env(fake=False), cli_env(fake=True)
+    cases = {  # name: (script, argv, env, expected words)
+        "cnn_for_vectors": ("a3c.py", ["--env-id", "CartPole-v1", "--network", "a3c", "--logdir", tmp_path / "a"],
+                            real, "--network a3c cannot read flat observations of 4 numbers; use --network mlp"),
+        "mlp_for_frames": ("a3c.py", ["--network", "mlp", "--logdir", tmp_path / "b"], fake,
+                           "--network mlp cannot read 84x84 frames"),
+        "vector_env": ("a3c.py", ["--vector-env", "threads", "--logdir", tmp_path / "c"], fake,
+                       "--vector-env must be one of sync, async"),
+        "reward_scale": ("a3c.py", ["--reward-scale", "0", "--logdir", tmp_path / "d"], fake,
+                         "--reward-scale must be > 0"),
+        "unknown_version": ("a3c.py", ["--env-id", "CartPole-v9", "--logdir", tmp_path / "e"], real,
+                            "unknown env id 'CartPole-v9'"),
+        "unknown_retro_game": ("a3c.py", ["--env-id", "retro:NoSuchGame-Genesis", "--logdir", tmp_path / "f"], real,
+                               "NoSuchGame"),
+        "other_env_same_logdir": ("a3c.py", ["--preset", "cartpole", "--env-id", "Acrobot-v1", "--logdir", logdir],
+                                  real, "trained with env_id='CartPole-v1'"),
+        "eval_on_other_spaces": ("a3c_test.py", ["--model", logdir, "--out", tmp_path / "g", "--env-id",
+                                                 "Pendulum-v1", "--record", 0],
+                                 real, "has a network for observations (4,) float32, but Pendulum-v1 gives (3,)"),
+    }
+    procs = {name: Proc(script, argv, tmp_path, env, name) for name, (script, argv, env, _) in cases.items()}
+    for name, proc in procs.items():
+        assert proc.wait(120) == 2, (name, proc.err)
+        assert cases[name][3] in one_error_line(proc.err), (name, proc.err)
+    assert file_hashes(logdir) == before
+
+
+def test_async_vector_env_plays_the_same_games_as_sync():
+    sync = envs.make_vector_env(_hp("CartPole-v1"), 2)
+    async_ = envs.make_vector_env(_hp("CartPole-v1", vector_env="async"), 2)
+    try:
+        assert type(async_).__name__ == "AsyncVectorEnv"
+        for env in (sync, async_):
+            env.reset(seed=11)
+        actions = np.random.default_rng(0).integers(0, 2, (30, 2)).astype(np.int32)
+        for a in actions:
+            np.testing.assert_array_equal(sync.step(a)[0], async_.step(a)[0])
+    finally:
+        sync.close()
+        async_.close()
