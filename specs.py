@@ -52,6 +52,11 @@ def as_action_spec(action: "ActionSpec | int") -> ActionSpec:
     return action if isinstance(action, ActionSpec) else discrete(action)
 
 
+def _short(space) -> str:
+    text = " ".join(str(space).split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def obs_spec_of(space) -> ObsSpec:
     """A gymnasium observation space -> ObsSpec; ValueError for a space the networks cannot read."""
     shape = tuple(int(n) for n in getattr(space, "shape", None) or ())
@@ -63,8 +68,8 @@ def obs_spec_of(space) -> ObsSpec:
         return ATARI_OBS
     if len(shape) == 1 and np.issubdtype(dtype, np.number):
         return ObsSpec(shape, "float32")
-    raise ValueError(f"observation space {space} is neither flat numbers (Box(n,)) nor 84x84 frames; wrap the "
-                     f"env to give one of them")
+    raise ValueError(f"observation space {_short(space)} is neither flat numbers (Box(n,)) nor 84x84 frames; "
+                     f"wrap the env to give one of them")
 
 
 def action_spec_of(space) -> ActionSpec:
@@ -79,7 +84,7 @@ def action_spec_of(space) -> ActionSpec:
         if not (np.isfinite(low).all() and np.isfinite(high).all()):
             raise ValueError(f"Box action space {space} has infinite bounds; rescale it to finite ones")
         return ActionSpec("box", int(space.shape[0]), tuple(low.tolist()), tuple(high.tolist()))
-    raise ValueError(f"action space {space} is not supported: use Discrete(n), Box(d,), or a retro game "
+    raise ValueError(f"action space {_short(space)} is not supported: use Discrete(n), Box(d,), or a retro game "
                      f"(whose buttons become a Discrete set of combos)")
 
 

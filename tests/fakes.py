@@ -262,3 +262,21 @@ class CueMemoryVectorEnv:
 
     def close(self):
         pass
+
+
+ODD_SPACES = {  # name -> (observation space, action space) no network here can read or produce
+    "dict_obs": (gymnasium.spaces.Dict({"frames": ATARI_FRAMES}), gymnasium.spaces.Discrete(3)),
+    "tuple_obs": (gymnasium.spaces.Tuple((ATARI_FRAMES, ATARI_FRAMES)), gymnasium.spaces.Discrete(3)),
+    "text_obs": (gymnasium.spaces.Text(8), gymnasium.spaces.Discrete(3)),
+    "dict_action": (ATARI_FRAMES, gymnasium.spaces.Dict({"a": gymnasium.spaces.Discrete(2)})),
+    "tuple_action": (ATARI_FRAMES, gymnasium.spaces.Tuple((gymnasium.spaces.Discrete(2),) * 2)),
+    "text_action": (ATARI_FRAMES, gymnasium.spaces.Text(4)),
+}
+
+
+def make_odd_space_env(thread_index: int, num_envs: int) -> FakeAtariVectorEnv:
+    """Env factory for the test hook (A3C_FAKE_ENV=fakes:make_odd_space_env): a FakeAtariVectorEnv that reports
+    the spaces ODD_SPACES[A3C_FAKE_ENV_OPTIONS' "spaces"]."""
+    env = FakeAtariVectorEnv(num_envs, name=f"#{thread_index}")
+    env.single_observation_space, env.single_action_space = ODD_SPACES[json.loads(os.environ[OPTIONS_VAR])["spaces"]]
+    return env

@@ -217,3 +217,19 @@ def test_async_vector_env_plays_the_same_games_as_sync():
     finally:
         sync.close()
         async_.close()
+
+
+def test_dict_tuple_and_text_spaces_are_refused_in_one_line(tmp_path):
+    import fakes
+    procs = {}
+    for name in fakes.ODD_SPACES:
+        env = dict(cli_env(fake=False), A3C_FAKE_ENV="fakes:make_odd_space_env",
+                   A3C_FAKE_ENV_OPTIONS=json.dumps({"spaces": name}))
+        procs[name] = Proc("a3c.py", ["--logdir", tmp_path / name, "--threads", 1, "--envs-per-thread", 2,
+                                      "--total-env-steps", 20, "--no-progress-bar"], tmp_path, env, name)
+    for name, proc in procs.items():
+        assert proc.wait(120) == 2, (name, proc.err)
+        line = one_error_line(proc.err)
+        kind = name.split("_")[0].capitalize()
+        assert kind in line and ("observation space" in line if name.endswith("obs") else "action space" in line), line
+        assert not os.path.exists(tmp_path / name / "checkpoints" / "checkpoint")

@@ -263,3 +263,37 @@ def test_airstriker_vector_env_seeds_autoresets_and_matches_its_rgb_twin():
     finally:
         video.close()
         twin.close()
+
+
+def test_airstriker_trains_and_evaluates_with_a_video_through_the_cli(tmp_path):
+    """The retro family end to end: a3c.py --preset airstriker for a few updates, then a3c_test.py records the
+    raw console screen of a (capped) episode."""
+    import json
+    import os
+
+    from helpers import cli_env, run
+    env = cli_env(fake=False)
+    logdir = tmp_path / "run"
+    code, out, err = run("a3c.py", ["--preset", "airstriker", "--logdir", logdir, "--threads", 1,
+                                    "--envs-per-thread", 2, "--total-env-steps", 100, "--no-progress-bar"],
+                         tmp_path, env, "train", timeout=240)
+    assert code == 0, err[-2000:]
+    config = json.load(open(logdir / "config.json"))
+    assert config["env_id"] == "retro:Airstriker-Genesis" and config["num_actions"] == 18
+    assert config["network"] == "a3c"
+    code, out, err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "eval", "--episodes", 1,
+                                         "--record", 1, "--max-steps", 60], tmp_path, env, "eval", timeout=240)
+    assert code == 0, err[-2000:]
+    import imageio.v3 as iio
+    frames = iio.imread(tmp_path / "eval" / "episode_0.mp4")
+    assert frames.shape[1:] == (224, 320, 3) and len(frames) == 61  # the first screen + 60 steps
+    assert os.path.getsize(tmp_path / "eval" / "episode_0.gif") > 0
+
+
+def test_a_retro_game_without_its_rom_is_refused_with_the_import_command(tmp_path):
+    from helpers import cli_env, one_error_line, run
+    code, _, err = run("a3c.py", ["--env-id", "retro:SonicTheHedgehog-Genesis", "--logdir", tmp_path / "run"],
+                       tmp_path, cli_env(fake=False), "sonic", timeout=120)
+    assert code == 2
+    line = one_error_line(err)
+    assert "not imported" in line and "python -m stable_retro.import DIR" in line, line
