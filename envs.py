@@ -140,10 +140,13 @@ def make_gymnasium_env(hp: HParams, num_envs: int, *, rgb: bool = False, num_thr
         if rgb:
             env = gymnasium.wrappers.AddRenderObservation(env, render_only=True)
             return gymnasium.wrappers.ReshapeObservation(env, (1,) + env.observation_space.shape)
-        if len(env.observation_space.shape) == 3:
+        shape = getattr(env.observation_space, "shape", None) or ()  # Dict, Tuple, Text: none (refused later)
+        if len(shape) == 3:
             from preprocessing import atari_style
             return atari_style(env)  # the env steps at its own rate; its registered time limit stays
-        return gymnasium.wrappers.DtypeObservation(env, np.float32)
+        if len(shape) == 1:
+            return gymnasium.wrappers.DtypeObservation(env, np.float32)
+        return env
 
     vector_class = AsyncVectorEnv if hp.vector_env == "async" else SyncVectorEnv
     env = vector_class([make_one] * num_envs, autoreset_mode=AutoresetMode.NEXT_STEP)

@@ -32,6 +32,7 @@ from tf_setup import import_tensorflow
 tf = import_tensorflow()
 
 import a3c_math  # noqa: E402  (imports TensorFlow, which must come in quietly first)
+from batch_agents import Rollout  # noqa: E402
 from errors import ConfigError  # noqa: E402
 from hparams import HParams  # noqa: E402
 from network import build_network, resolve_devices, resolve_kind  # noqa: E402
@@ -170,7 +171,8 @@ class A3CLearner:
                 iteration = tf.cond(finite,
                                     lambda: optimizer.apply(clipped, shared.trainable_variables, learning_rate),
                                     lambda: tf.identity(optimizer.iterations))
-                shared.update_obs_norm(rollout[0], rollout[5])  # observations, valid (no-op without --normalize-obs)
+                named = Rollout(*rollout)
+                shared.update_obs_norm(named.obs, named.valid)  # a no-op without --normalize-obs
             return dict(loss=loss, policy=parts["policy"], value=parts["value"], entropy=parts["entropy"],
                         advantage=parts["advantage"], grad_norm=grad_norm, applied=finite, iteration=iteration)
         signature = rollout_signature(net) + [tf.TensorSpec([], tf.float32)]  # + the learning rate
