@@ -114,10 +114,11 @@ def test_a_network_that_cannot_read_the_observations_is_named():
 # End to end through the CLI
 # ----------------------------------------------------------------------------------------------------------
 QUIET = ["--no-progress-bar", "--log-interval-s", "1"]
-# Floors for the 60K-step CartPole run, well below what 3 seeds reached (model-207 Xeon, 2026-11-23): last-100
-# training mean 296 / 248 / 207, greedy 10-episode mean 500 / 275 / 88.5; a random policy scores ~22.
-CARTPOLE_TRAINING_FLOOR = 150.0
-CARTPOLE_GREEDY_FLOOR = 60.0
+# Floors for the 100K-step CartPole run (lr decaying to 0 over it), about half of the worst of 3 seeds (model-207
+# Xeon, 2026-11-23): last-100 training mean 223 / 277 / 147, greedy 10-episode mean 456 / 331 / 162; a random
+# policy scores ~22. (A constant step size was too noisy for a floor: one seed fell back to 105 at the end.)
+CARTPOLE_TRAINING_FLOOR = 80.0
+CARTPOLE_GREEDY_FLOOR = 80.0
 
 
 @pytest.fixture(scope="module")
@@ -241,11 +242,11 @@ def test_dict_tuple_and_text_spaces_are_refused_in_one_line(tmp_path):
 
 def test_cartpole_learns_in_a_short_run(tmp_path):
     """The fast learning test of the gymnasium family: a short --preset cartpole run (the README's 3-minute
-    run, cut to 60K env steps) must be far above a random policy (~22 per episode) in training and greedy."""
+    run, cut to 100K env steps) must be far above a random policy (~22 per episode) in training and greedy."""
     env = cli_env(fake=False)
     logdir = tmp_path / "run"
-    code, _, err = run("a3c.py", ["--preset", "cartpole", "--logdir", logdir, "--total-env-steps", 60000,
-                                  "--lr-schedule", "constant"] + QUIET, tmp_path, env, "train", timeout=300)
+    code, _, err = run("a3c.py", ["--preset", "cartpole", "--logdir", logdir, "--total-env-steps", 100000] + QUIET,
+                       tmp_path, env, "train", timeout=300)
     assert code == 0, err[-2000:]
     rows = [r for r in progress_rows(logdir) if r["mean_return"]]
     assert float(rows[-1]["mean_return"]) >= CARTPOLE_TRAINING_FLOOR, rows[-1]
