@@ -166,6 +166,26 @@ def export(args) -> int:
     return 0
 
 
+def _mismatch_message(why: str, env_id: str, action, saved_action, trained_env_id: str, other_game: bool,
+                      config_path: str, full_action_space: bool) -> str:
+    """Why the checkpoint cannot play env_id: another game (the user's choice), or a config that does not
+    describe the checkpoint. Two discrete action sets are compared in their own words."""
+    if saved_action is not None and saved_action.is_discrete and action.is_discrete:
+        n, m = action.size, saved_action.size
+        if other_game:
+            return (f"{env_id} has {n} actions but the checkpoint's policy has {m} (trained on {trained_env_id}); "
+                    f"evaluate on a game with the same action set")
+        return (f"{config_path} says num_actions={m} but {env_id} has {n} actions (full_action_space="
+                f"{full_action_space}); the config does not belong to this checkpoint or ale-py changed the "
+                f"action set")
+    what = why.replace("the env", env_id)
+    if other_game:
+        return (f"the checkpoint (trained on {trained_env_id}) has {what}; evaluate on an env with the same "
+                f"observations and actions")
+    return (f"{config_path} describes {what} (full_action_space={full_action_space}); the config does not belong "
+            f"to this checkpoint or the env changed")
+
+
 def evaluate(args) -> int:
     import_tensorflow()  # only file utilities are used before configure_tensorflow below
     from export import EXPORT_CONFIG, is_saved_model
@@ -198,25 +218,14 @@ def evaluate(args) -> int:
     bar = None
     try:
         specs = obs_spec, action_spec = env_specs(env, env_id)
+        saved_action = saved_specs[1]
+        other_game = rom_name(env_id) != rom_name(saved_hp.env_id)
         why = specs_lib.mismatch(saved_specs, specs)
-        saved_obs, saved_action = saved_specs
-        if why and saved_action is not None and saved_action.is_discrete and action_spec.is_discrete:
-            n, m = action_spec.size, saved_action.size
-            if rom_name(env_id) != rom_name(saved_hp.env_id):
-                raise RunError(f"{env_id} has {n} actions but the checkpoint's policy has {m} (trained on "
-                               f"{saved_hp.env_id}); evaluate on a game with the same action set")
-            raise RunError(f"{config_path} says num_actions={m} but {env_id} has {n} actions (full_action_space="
-                           f"{hp.full_action_space}); the config does not belong to this checkpoint or ale-py "
-                           f"changed the action set")
         if why:
-            if rom_name(env_id) != rom_name(saved_hp.env_id):
-                raise RunError(f"the checkpoint (trained on {saved_hp.env_id}) has {why.replace('the env', env_id)}; "
-                               f"evaluate on an env with the same observations and actions")
-            raise RunError(f"{config_path} describes {why.replace('the env', env_id)} "
-                           f"(full_action_space={hp.full_action_space}); the config does not belong to this "
-                           f"checkpoint or the env changed")
+            raise RunError(_mismatch_message(why, env_id, action_spec, saved_action, saved_hp.env_id, other_game,
+                                             config_path, hp.full_action_space))
         action_spec = saved_action or action_spec
-        if rom_name(env_id) != rom_name(saved_hp.env_id):
+        if other_game:
             warn(f"evaluating on {env_id} but the checkpoint was trained on {saved_hp.env_id}")
         if is_saved_model(args.model):
             from export import SavedPolicy

@@ -28,7 +28,6 @@ tf = import_tensorflow()
 
 from distributions import for_action_spec  # noqa: E402
 import specs as specs_lib  # noqa: E402
-from specs import ActionSpec  # noqa: E402
 
 EXPORT_CONFIG = "a3c_config.json"
 
@@ -70,7 +69,7 @@ def export_policy(net, config: dict, env_steps_trained: int | None, out_dir: str
 class SavedPolicy:
     """An exported policy, loaded: the batch_agents.PolicyFn of a3c_test's evaluation loop."""
 
-    def __init__(self, path: str, action: ActionSpec | None = None):
+    def __init__(self, path: str, action: specs_lib.ActionSpec | None = None):
         """`action`: the policy's action spec; default: the one saved beside the model."""
         try:
             if action is None:

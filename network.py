@@ -177,9 +177,9 @@ class RunningObsNorm(keras.layers.Layer):
         """Fold the rows of x `[N, n]` where mask `[N]` is True into the statistics."""
         x = tf.boolean_mask(x, mask)
         n = tf.cast(tf.shape(x)[0], tf.float32)
-        if_empty = tf.maximum(n, 1.0)
-        batch_mean = tf.reduce_sum(x, 0) / if_empty
-        batch_var = tf.reduce_sum(tf.square(x - batch_mean), 0) / if_empty
+        safe_n = tf.maximum(n, 1.0)  # an all-masked batch changes nothing (guarded below)
+        batch_mean = tf.reduce_sum(x, 0) / safe_n
+        batch_var = tf.reduce_sum(tf.square(x - batch_mean), 0) / safe_n
         total = self.count + n
         delta = batch_mean - self.mean
         new_mean = self.mean + delta * n / tf.maximum(total, 1.0)
