@@ -19,7 +19,6 @@ Must not: contain TensorFlow ops, file formats or env details - those live in th
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import sys
 import threading
@@ -28,35 +27,16 @@ import time
 import envs
 import hparams as hparams_lib
 from batch_agents import BatchAgents
-from checkpoints import CheckpointStore, LogdirLock, RunCounts, check_compatible, check_specs, prepare_writable_dir
+from checkpoints import CheckpointStore, LogdirLock, prepare_writable_dir
 from errors import CheckpointError, ConfigError, RunError, first_line, warn
 from hparams import HParams, learning_rate_at
 from run_log import RunLog, Telemetry
-from specs import to_config as specs_to_config
+from run_state import Counters, open_run, report, summary
 from tf_setup import configure_tensorflow
 
 MAX_CONSECUTIVE_NONFINITE = 10  # skipped updates in a row before we call the run diverged
 JOIN_TIMEOUT_S = 30.0  # at exit, how long to wait for a learner thread to finish its rollout
 PAUSE_TIMEOUT_S = 30.0  # before a checkpoint, how long to wait for rollouts in flight to finish
-
-
-class Counters:
-    """Exact global counters: every thread updates them under one lock.
-
-    A learner thread claims the env steps of its next rollout before collecting it (`claimed_steps`), so the
-    run stops at exactly the step budget however the threads interleave, and counts itself `in_flight` until
-    the update is applied, so a checkpoint can wait for a moment when no update is half done."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.changed = threading.Condition(self.lock)  # notified when a rollout finishes or a pause ends
-        self.env_steps = 0
-        self.episodes = 0
-        self.updates = 0
-        self.skipped_updates = 0
-        self.wall_time_s = 0.0  # training wall time of previous sessions of this run
-        self.claimed_steps = 0  # env_steps + steps of the rollouts in flight
-        self.in_flight = 0  # rollouts claimed and not yet counted
 
 
 class Trainer:
@@ -73,7 +53,6 @@ class Trainer:
         self.agents: list[BatchAgents] = []
         self.lock = None
         self.store = None
-        self.session_start = time.time()
 
     def log(self, msg: str):
         print(msg, file=self.out, flush=True)
@@ -90,39 +69,26 @@ class Trainer:
             raise
 
     def _setup_locked(self):
-        hp, c = self.hp, self.counters
+        hp = self.hp
         configure_tensorflow(hp)
-        from learner import check_devices, make_learner, resolve_network  # imports TensorFlow: flags, logdir good
+        from learner import check_devices  # imports TensorFlow: only once the flags and logdir are good
         check_devices(hp)
         self.store = CheckpointStore(hp.logdir, hp.checkpoints_kept)
-        saved_config = self.store.saved_config()
         for i in range(hp.threads):
             self.agents.append(BatchAgents(self.env_factory(i, hp.envs_per_thread),
                                            seed=hp.seed + i * hp.envs_per_thread, episodic_life=hp.episodic_life))
-        obs_spec, action_spec = specs = envs.env_specs(self.agents[0].env, hp.env_id)
-        hp = self.hp = resolve_network(hp, obs_spec)  # --network auto: a3c for frames, mlp for flat observations
-        if saved_config is not None:
-            check_compatible(saved_config, hp, hp.logdir)
-            check_specs(saved_config, hp, specs, hp.logdir)
-        self.learner = make_learner(hp, action_spec, obs=obs_spec)
+        specs = envs.env_specs(self.agents[0].env, hp.env_id)
+        self.hp, self.learner = open_run(hp, specs, self.store, self.run_log, self.counters, self.log)
+        hp = self.hp
         for agent in self.agents:
             agent.use_state_size(self.learner.net.state_size)
-        resumed = self.store.resume(self.learner.checkpoint_objects())
-        if resumed:
-            c.env_steps = c.claimed_steps = resumed.counts.env_steps
-            c.episodes, c.updates, c.wall_time_s = resumed.counts[1:]  # RunCounts: env_steps first
-            self.run_log.restore_window(resumed.window)
-            self.log(f"resuming from step {c.env_steps} ({resumed.prefix})")
-        config = dict(hp.to_dict(), **specs_to_config(obs_spec, action_spec))
-        self.store.write_config(config)
-        self.log("config:\n" + json.dumps(config, indent=2, sort_keys=True))
         env_threads = hp.resolved_env_threads()
         self.log(f"network on {', '.join(self.learner.devices)}; {hp.threads} threads x {hp.envs_per_thread} envs, "
                  f"{env_threads} emulator thread{'s' if env_threads != 1 else ''} per vector env, TF intra/inter-op "
                  f"{hp.resolved_intra_op_threads()}/{hp.resolved_inter_op_threads()}")
         # Trace both functions once here, before threads race to trace them.
         self.agents[0].pending = self.agents[0].act(self.learner.policy())
-        self.session_start = time.time()
+        self.counters.session_start = time.time()
 
     # -- checkpoints -----------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -142,16 +108,11 @@ class Trainer:
                 self.paused = False
                 c.changed.notify_all()
 
-    def _counts(self) -> RunCounts:
-        """The counters now (call with the counters lock held)."""
-        c = self.counters
-        return RunCounts(c.env_steps, c.episodes, c.updates, c.wall_time_s + time.time() - self.session_start)
-
     def save(self, pause_timeout_s: float = PAUSE_TIMEOUT_S) -> str | None:
         """Checkpoint weights, optimizer slots, counters and the episode window; returns the checkpoint prefix."""
         with self._workers_paused(pause_timeout_s):
             with self.counters.lock:
-                counts, window = self._counts(), self.run_log.episode_window()
+                counts, window = self.counters.now(), self.run_log.episode_window()
             return self.store.save(counts, window)
 
     # -- the learner threads ---------------------------------------------------------------------------
@@ -230,7 +191,7 @@ class Trainer:
         checkpoint of the last good state. Exit status: 0 done or stopped, 1 a learner thread failed, 2 logs or
         checkpoints could not be written."""
         hp, c = self.hp, self.counters
-        self.session_start = time.time()
+        c.session_start = time.time()
         self.run_log.open(c.env_steps)
         self.run_log.write_graphs(self.learner.graphs())
         # The handlers stay until the final checkpoint is written: a second Ctrl-C must not interrupt it.
@@ -280,12 +241,12 @@ class Trainer:
         for s, h in previous_handlers.items():
             signal.signal(s, h)
         self.close(skip_threads=stuck)
-        return self._report(failure, path)
+        return report(self.errors, failure, path, summary(c, self.run_log), self.log)
 
     def _write_log(self, steps: int, steps_per_s: float):
         c = self.counters
         with c.lock:
-            counts, skipped = self._counts()._replace(env_steps=steps), c.skipped_updates
+            counts, skipped = c.now()._replace(env_steps=steps), c.skipped_updates
             episodes = self.run_log.take_episodes()
         self.run_log.write(counts, skipped, episodes, steps_per_s, learning_rate_at(self.hp, steps))
 
@@ -299,22 +260,6 @@ class Trainer:
             warn(f"learner thread(s) {stuck} did not stop within {JOIN_TIMEOUT_S:.0f} s (stuck in the env?); "
                  f"saving without them")
         return stuck
-
-    def _report(self, failure: RunError | None, path: str | None) -> int:
-        """One line on stderr for a failure; the exit status."""
-        c = self.counters
-        saved = f"last good state saved in {path}" if path else f"final checkpoint not written ({failure})"
-        if self.errors:
-            more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
-            print(f"error: {self.errors[0]}{more}; all threads stopped; {saved}", file=sys.stderr, flush=True)
-            return 1
-        if failure is not None:
-            print(f"error: {failure}" + (f"; training stopped, {saved}" if path else ""), file=sys.stderr,
-                  flush=True)
-            return 2
-        self.log(f"saved {path}: {c.env_steps} env steps, {c.episodes} episodes, {c.updates} updates, "
-                 f"mean return (last {len(self.run_log.recent_returns)}) {self.run_log.mean_return()}")
-        return 0
 
     def close(self, skip_threads=()):
         """Close the envs (except those of threads still stuck in them) and release the logdir."""
@@ -335,6 +280,9 @@ class Trainer:
 def main(argv=None) -> int:
     try:
         hp = hparams_lib.parse_args(argv)
+        if hp.executor == "ray":
+            import ray_executor
+            return ray_executor.main(hp)
         trainer = Trainer(hp, env_factory=envs.factory_from_environment())
         trainer.setup()
     except (ConfigError, RunError) as e:

@@ -69,6 +69,31 @@ class HParams:
     tf_inter_op_threads: int = 0
     """TensorFlow threads running independent ops. 0 = number of learner threads."""
 
+    # --- distributed (Ray) ---------------------------------------------------------------------------
+    executor: str = "local"
+    """`local`: the learner threads run in this process. `ray`: a parameter-server actor holds the weights,
+    optimizer, counters, checkpoints and logs (on this machine), and --workers rollout-worker actors, each running
+    --threads learner threads, compute gradients on their own copy of the weights and push them (README, Running
+    on a cluster)."""
+    ray_address: str = ""
+    """Ray only. Empty: start a private Ray on this machine; `auto`: join the cluster `ray start` made here;
+    `HOST:PORT`: join that head node."""
+    workers: int = 2
+    """Ray only: rollout-worker actors, each reserving --threads CPUs of the cluster."""
+    weight_pull_interval: int = 1
+    """Ray only: a worker thread fetches fresh weights every this many of its updates (1 = before every rollout;
+    larger = less traffic, more policy lag)."""
+    worker_gpus: float = 0.0
+    """Ray only: GPUs per worker actor (a fraction shares one GPU between workers)."""
+    off_policy_correction: str = "none"
+    """`none`: the gradient is taken with the weights that acted (the A3C paper's thread-local copy). `vtrace`:
+    it is taken with the newest weights (Ray: fetched just before) and importance-weighted against the acting
+    policy with V-trace (Espeholt et al. 2018), so a lagging actor's data stays usable without bias."""
+    vtrace_rho_clip: float = 1.0
+    """V-trace: truncation of the importance weights in the targets and the policy gradient (rho-bar)."""
+    vtrace_c_clip: float = 1.0
+    """V-trace: truncation of the trace-cutting weights (c-bar)."""
+
     # --- A3C ---------------------------------------------------------------------------------------
     network: str = "auto"
     """For frames: `a3c` (Mnih et al. 2016: conv16 8x8/4, conv32 4x4/2, fc256), `nature` (Mnih et al. 2015), or
@@ -215,6 +240,8 @@ CHOICES = {
     "optimizer": ("rmsprop", "adam", "amsgrad"),
     "lr_schedule": ("constant", "linear"),
     "precision": ("float32", "bfloat16"),
+    "executor": ("local", "ray"),
+    "off_policy_correction": ("none", "vtrace"),
 }
 
 # Fields that change the trained weights' meaning; a checkpoint cannot be resumed or evaluated with others.
@@ -247,16 +274,16 @@ def validate(hp: HParams) -> HParams:
         need(getattr(hp, name) in choices, f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, "
                                            f"got {getattr(hp, name)!r}")
     for name in ("threads", "envs_per_thread", "t_max", "frameskip", "total_env_steps", "checkpoints_kept",
-                 "max_episode_frames"):
+                 "max_episode_frames", "workers", "weight_pull_interval"):
         need(getattr(hp, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(hp, name)}")
     for name in ("env_threads", "tf_intra_op_threads", "tf_inter_op_threads", "noop_max"):
         need(getattr(hp, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(hp, name)}")
     for name in ("learning_rate", "max_grad_norm", "optimizer_epsilon", "checkpoint_interval_s", "log_interval_s",
-                 "reward_scale"):
+                 "reward_scale", "vtrace_rho_clip", "vtrace_c_clip"):
         need(getattr(hp, name) > 0, f"--{name.replace('_', '-')} must be > 0, got {getattr(hp, name)}")
     for name in ("gamma", "gae_lambda", "repeat_action_probability", "rmsprop_decay", "adam_beta1", "adam_beta2"):
         need(0.0 <= getattr(hp, name) <= 1.0, f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(hp, name)}")
-    for name in ("entropy_beta", "value_coef"):
+    for name in ("entropy_beta", "value_coef", "worker_gpus"):
         need(getattr(hp, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(hp, name)}")
     need(hp.histogram_interval_updates >= 0,
          f"--histogram-interval-updates must be >= 0, got {hp.histogram_interval_updates}")
@@ -269,6 +296,13 @@ def validate(hp: HParams) -> HParams:
     need(len(lengths) <= hp.threads, f"--t-max-per-thread gives {len(lengths)} rollout lengths but there are "
                                      f"{hp.threads} --threads; give at most one per thread")
     need(bool(hp.logdir), "--logdir must not be empty")
+    need(hp.executor == "ray" or not hp.ray_address,
+         f"--ray-address {hp.ray_address} needs --executor ray (the local executor runs in this process)")
+    need(hp.executor == "local" or not hp.histogram_interval_updates,
+         "--histogram-interval-updates is for --executor local (the parameter server sees gradients, not rollouts)")
+    need(hp.executor == "local" or not hp.per_thread_stats,
+         "--per-thread-stats is for --executor local: with ray the parameter server applies every update with one "
+         "set of optimizer statistics")
     return hp
 
 

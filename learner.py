@@ -71,7 +71,8 @@ def rollout_signature(net) -> list:
             tf.TensorSpec(tb, tf.bool),  # valid
             tf.TensorSpec(tb, tf.bool),  # resets: zero the recurrent state before step t
             tf.TensorSpec([None, net.state_size], tf.float32),  # initial_state
-            tf.TensorSpec([None], tf.float32)]  # bootstrap_value
+            tf.TensorSpec([None], tf.float32),  # bootstrap_value
+            tf.TensorSpec(tb, tf.float32)]  # behaviour_log_probs
 
 
 class A3CLearner:
@@ -115,6 +116,7 @@ class A3CLearner:
             with tf.device(self.device):
                 return self._loss_and_gradients(self.net, *rollout)[2]
         self._gradients = gradients
+        self._split = None  # gradients / apply / update_obs_norm, built on first use
 
     def _make_act(self, net, device):
         @tf.function(input_signature=[tf.TensorSpec([None, *net.obs_spec.shape], net.obs_spec.dtype),
@@ -127,7 +129,8 @@ class A3CLearner:
                 out = net(obs, state)
                 action = tf.cond(greedy, lambda: net.dist.mode(out.policy_params),
                                  lambda: net.dist.sample(out.policy_params, seed))
-                return action, out.value, out.state
+                # mu(a|s) for V-trace: what the acting weights thought of the action they chose
+                return action, out.value, out.state, net.dist.log_prob(out.policy_params, action)
         return act
 
     def _make_sync(self, replica, device):
@@ -139,7 +142,7 @@ class A3CLearner:
         return sync
 
     def _loss_and_gradients(self, net, obs, actions, rewards, terminated, truncated, valid, resets, initial_state,
-                            bootstrap_value):
+                            bootstrap_value, behaviour_log_probs):
         hp = self.hp
         if hp.clip_rewards:
             rewards = tf.clip_by_value(rewards, -1.0, 1.0)
@@ -147,10 +150,21 @@ class A3CLearner:
         with tf.GradientTape() as tape:
             # From the state the rollout started with, resetting where act did: truncated BPTT over T.
             out = net.unroll(obs, initial_state, resets)
-            loss, parts = a3c_math.a3c_loss(
-                net.dist.log_prob(out.policy_params, actions), net.dist.entropy(out.policy_params), out.value, rewards, terminated, truncated, valid, bootstrap_value,
-                hp.gamma, hp.gae_lambda, hp.value_coef, hp.entropy_beta)
+            log_probs, entropies = net.dist.log_prob(out.policy_params, actions), net.dist.entropy(out.policy_params)
+            if hp.off_policy_correction == "vtrace":
+                # The weights differentiated here may be newer than those that acted: importance-weight by pi/mu.
+                loss, parts = a3c_math.vtrace_loss(
+                    log_probs, behaviour_log_probs, entropies, out.value, rewards, terminated, truncated, valid,
+                    bootstrap_value, hp.gamma, hp.gae_lambda, hp.value_coef, hp.entropy_beta, hp.vtrace_rho_clip,
+                    hp.vtrace_c_clip)
+            else:
+                loss, parts = a3c_math.a3c_loss(log_probs, entropies, out.value, rewards, terminated, truncated,
+                                                valid, bootstrap_value, hp.gamma, hp.gae_lambda, hp.value_coef,
+                                                hp.entropy_beta)
         return loss, parts, tape.gradient(loss, net.trainable_variables)
+
+    def _metrics(self, loss, parts, grad_norm, finite) -> dict:
+        return dict(loss=loss, grad_norm=grad_norm, applied=finite, **parts)
 
     def _make_train_step(self, optimizer, device_index: int):
         hp, shared = self.hp, self.net
@@ -173,10 +187,36 @@ class A3CLearner:
                                     lambda: tf.identity(optimizer.iterations))
                 named = Rollout(*rollout)
                 shared.update_obs_norm(named.obs, named.valid)  # a no-op without --normalize-obs
-            return dict(loss=loss, policy=parts["policy"], value=parts["value"], entropy=parts["entropy"],
-                        advantage=parts["advantage"], grad_norm=grad_norm, applied=finite, iteration=iteration)
+            return dict(self._metrics(loss, parts, grad_norm, finite), iteration=iteration)
         signature = rollout_signature(net) + [tf.TensorSpec([], tf.float32)]  # + the learning rate
         return tf.function(train_step, input_signature=signature, jit_compile=hp.jit_compile)
+
+    def _make_split_steps(self):
+        """The train step cut in two for executors whose gradients are computed far from the shared weights
+        (--executor ray): a worker's `gradients` on its copy, the parameter server's `apply`."""
+        hp, net = self.hp, self.net
+
+        @tf.function(input_signature=rollout_signature(net))
+        def gradients(*rollout):
+            with tf.device(self.device):
+                loss, parts, grads = self._loss_and_gradients(net, *rollout)
+                clipped, grad_norm = tf.clip_by_global_norm(grads, hp.max_grad_norm)
+                finite = tf.math.is_finite(grad_norm) & tf.math.is_finite(loss)
+                return clipped, self._metrics(loss, parts, grad_norm, finite)
+
+        @tf.function(input_signature=[[tf.TensorSpec(v.shape, v.dtype) for v in net.trainable_variables],
+                                      tf.TensorSpec([], tf.float32)])
+        def apply(grads, learning_rate):
+            with tf.device(self.device):
+                return self.optimizer.apply(grads, net.trainable_variables, learning_rate)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, *net.obs_spec.shape], net.obs_spec.dtype),
+                                      tf.TensorSpec([None, None], tf.bool)])
+        def update_obs_norm(obs, valid):
+            with tf.device(self.device):
+                net.update_obs_norm(obs, valid)
+                return tf.constant(True)
+        return gradients, apply, update_obs_norm
 
     def policy(self, greedy: bool = False, thread: int = 0):
         """A batch_agents.PolicyFn for learner thread `thread` (its device's replica)."""
@@ -193,15 +233,55 @@ class A3CLearner:
         if sync is not None:
             sync()
 
+    def _inputs(self, rollout) -> Rollout:
+        if rollout.behaviour_log_probs is not None:
+            return rollout
+        if self.hp.off_policy_correction == "vtrace":
+            raise ValueError("V-trace needs the rollout's behaviour_log_probs; the policy gave none")
+        return rollout._replace(behaviour_log_probs=np.zeros(rollout.rewards.shape, np.float32))  # unread by A3C
+
     def train_on(self, rollout, learning_rate: float, thread: int = 0) -> dict:
         """Update the shared weights from learner thread `thread`'s rollout (computed on its device's replica,
         with its own optimizer statistics under --per-thread-stats)."""
-        result = self.thread_train_steps[thread % len(self.thread_train_steps)](*rollout, np.float32(learning_rate))
+        result = self.thread_train_steps[thread % len(self.thread_train_steps)](*self._inputs(rollout),
+                                                                                 np.float32(learning_rate))
         return {k: v.numpy() for k, v in result.items()}
+
+    # -- for executors that compute gradients in one process and apply them in another -------------------
+    def gradients_on(self, rollout) -> tuple[list, dict]:
+        """(the clipped gradient of this net's weights on `rollout` as NumPy arrays, scalar metrics); nothing
+        changes. metrics["applied"] is False when the loss or gradient is not finite."""
+        grads, metrics = self._split_steps()[0](*self._inputs(rollout))
+        return [g.numpy() for g in grads], {k: v.numpy() for k, v in metrics.items()}
+
+    def apply_gradients(self, grads: list, learning_rate: float) -> int:
+        """Apply gradients from gradients_on (of a copy of this net) to the weights; the optimizer's update
+        count after it."""
+        return int(self._split_steps()[1](grads, np.float32(learning_rate)))
+
+    def update_obs_norm(self, obs, valid):
+        """Fold a rollout's observations into the running normalisation (a no-op without --normalize-obs)."""
+        if self.net.normalize_obs:
+            self._split_steps()[2](obs, valid)
+
+    def _split_steps(self):
+        if self._split is None:
+            self._split = self._make_split_steps()
+        return self._split
+
+    def get_weights(self) -> list:
+        """Every variable of the network, incl. non-trainable statistics (observation normalisation)."""
+        return [v.numpy() for v in self.net.variables]
+
+    def set_weights(self, weights: list):
+        for v, w in zip(self.net.variables, weights, strict=True):
+            v.assign(w)
+        for sync in self.syncs[1:]:
+            sync()
 
     def histograms(self, rollout) -> dict:
         """name -> values of every weight and of its (unclipped) gradient on `rollout`, for TensorBoard."""
-        grads = self._gradients(*rollout)
+        grads = self._gradients(*self._inputs(rollout))
         out = {}
         for v, g in zip(self.net.trainable_variables, grads):
             name = getattr(v, "path", v.name)

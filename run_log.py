@@ -5,6 +5,7 @@ for each update); the trainer's main thread calls `show` twice a second and `wri
 
 TensorBoard: charts/episode_return, charts/episode_length, charts/mean_return_100, charts/steps_per_second,
 charts/learning_rate, charts/episodes, charts/skipped_updates, charts/policy_lag_updates, losses/policy,
+vtrace/rho and vtrace/rho_clipped_fraction (with --off-policy-correction vtrace),
 losses/value, losses/entropy, losses/grad_norm, time/{env,inference,train,other}_fraction and the config as
 text; with several rollout lengths t_max_N/{updates,policy,value,entropy,grad_norm} per length; weight and
 gradient histograms (weights/..., gradients/...) every --histogram-interval-updates; the learner's graphs
@@ -169,7 +170,7 @@ class RunLog:
             for key in ("policy", "value", "entropy", "grad_norm", "advantage"):
                 row[key] = float(np.mean([t.metrics[key] for t in telemetry]))
             row["policy_lag"] = float(np.mean([t.policy_lag for t in telemetry]))
-            total = sum(t.total_s for t in telemetry)
+            total = max(sum(t.total_s for t in telemetry), 1e-9)
             for key, attr in (("env", "env_s"), ("inference", "inference_s"), ("train", "train_s")):
                 row[f"time_{key}"] = sum(getattr(t, attr) for t in telemetry) / total
             row["time_other"] = 1.0 - row["time_env"] - row["time_inference"] - row["time_train"]
@@ -189,6 +190,10 @@ class RunLog:
                         tf.summary.scalar(f"losses/{key}", row[key])
                     self._write_per_t_max(telemetry)
                     tf.summary.scalar("charts/policy_lag_updates", row["policy_lag"])
+                    if "rho" in telemetry[0].metrics:  # --off-policy-correction vtrace
+                        tf.summary.scalar("vtrace/rho", float(np.mean([t.metrics["rho"] for t in telemetry])))
+                        tf.summary.scalar("vtrace/rho_clipped_fraction",
+                                          float(np.mean([t.metrics["rho_clipped"] for t in telemetry])))
                     for key in ("env", "inference", "train", "other"):
                         tf.summary.scalar(f"time/{key}_fraction", row[f"time_{key}"])
                 while self.histograms:

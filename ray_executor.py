@@ -1,0 +1,460 @@
+"""--executor ray: the same A3C spread over a Ray cluster (Ray Core actors; launch on Slurm: scripts/slurm/).
+
+    python a3c.py --executor ray --workers 2                       # a private Ray on this machine
+    python a3c.py --executor ray --ray-address auto --workers 64   # the cluster `ray start` made (Slurm script)
+
+One ParameterServer actor, on the driver's node, owns what the local trainer's process owns: the shared weights
+and optimizer statistics (learner.py), the counters, the checkpoints and the logs (run_state.py, checkpoints.py,
+run_log.py), so a run directory is the same whichever executor wrote it and either can resume it. Its methods run
+one at a time: every push is applied whole, and a checkpoint always holds weights, statistics and counters of the
+same moment. `--workers` RolloutWorker actors each run --threads learner threads over their own vector envs, with
+a local copy of the network. A worker thread, per rollout:
+  - every --weight-pull-interval updates fetches the newest weights (one object in Ray's store per version, so
+    N workers pulling cost the server one copy);
+  - collects a `[t_max, B]` rollout with its copy, computes the clipped gradient with the weights that acted
+    (A3C's thread-local theta') or, with --off-policy-correction vtrace, with weights fetched just now, corrected
+    by V-trace against the acting policy;
+  - pushes it asynchronously (at most one push in flight per thread) and goes on collecting.
+Policy lag (updates the server applied between the weights a rollout acted with and its push) is logged as
+charts/policy_lag_updates.
+
+Faults: a worker that dies is restarted by Ray (max_restarts) and resubmitted; its rollouts in flight are lost
+(never counted). If the parameter server dies the run stops: checkpoints are written whole or not at all, so the
+newest is intact. SIGINT / SIGTERM on the driver stop the workers, and the server saves.
+
+Owns: connecting to Ray, the two actors, the driver loop, worker restarts and the stop on signals.
+Must not: contain TensorFlow ops or loss math (learner.py), file formats (checkpoints.py) or env details (envs.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+import numpy as np
+
+import envs
+from batch_agents import BatchAgents
+from checkpoints import CheckpointStore, LogdirLock, prepare_writable_dir
+from errors import ConfigError, RunError, first_line
+from hparams import HParams, learning_rate_at
+from run_log import RunLog, Telemetry
+from run_state import Counters, open_run, report, summary
+
+REPO_DIR = os.path.dirname(os.path.abspath(__file__))
+MAX_WORKER_RESTARTS = 5  # per worker; a worker that keeps dying is a bug, not bad luck
+MAX_CONSECUTIVE_NONFINITE = 10  # as a3c.py: skipped updates in a row from one thread before the run is diverged
+TICK_S = 0.5  # driver: how often it asks the server for the counts (bar, logs, checkpoints)
+JOIN_TIMEOUT_S = 30.0  # at exit, how long to wait for workers to finish their rollouts
+CONNECT_TIMEOUT_S = 5.0
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray: pip install 'ray[default]==2.60.0' (see requirements.txt)") \
+            from None
+    return ray
+
+
+def _cause(e: BaseException) -> str:
+    """The message of the exception an actor raised, without Ray's traceback wrapper."""
+    cause = getattr(e, "cause", None)
+    return first_line(cause if cause is not None else e)
+
+
+def _check_reachable(address: str):
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--ray-address {address}: no Ray head answers there ({getattr(e, 'strerror', None) or e});"
+                          f" start one with `ray start --head` or give HOST:PORT of a running head") from None
+
+
+def connect(hp: HParams):
+    """ray.init for hp: a private Ray when --ray-address is empty, else join the cluster. ConfigError if it is
+    unreachable or has fewer CPUs than the workers reserve. Returns the ray module."""
+    ray = import_ray()
+    address = hp.ray_address or "local"  # not None: that would join any cluster `ray start` left on this machine
+    if address not in ("local", "auto"):
+        _check_reachable(address)
+    # Workers import this repository and, in tests, the fake envs: the same paths on every node (Slurm clusters
+    # share the file system) - no upload of the code.
+    path = [REPO_DIR, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env_vars = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(path)), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if os.environ.get(envs.FAKE_ENV_VAR):
+        env_vars[envs.FAKE_ENV_VAR] = os.environ[envs.FAKE_ENV_VAR]
+    try:
+        ray.init(address=address, runtime_env={"env_vars": env_vars}, include_dashboard=False,
+                 log_to_driver=False, logging_level="ERROR", configure_logging=True)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise ConfigError(f"--ray-address {hp.ray_address}: cannot join a Ray cluster ({first_line(e)}); start one "
+                          f"with `ray start --head`") from None
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if hp.workers * hp.threads > cpus:
+        ray.shutdown()
+        raise ConfigError(f"--workers {hp.workers} x --threads {hp.threads} need {hp.workers * hp.threads} CPUs but "
+                          f"the Ray cluster has {cpus:g}; lower --workers (or --threads) or add nodes")
+    return ray
+
+
+def env_factory(hp: HParams) -> envs.EnvFactory:
+    return envs.factory_from_environment() or envs.vector_env_factory(hp)
+
+
+class ParameterServer:
+    """The run's shared state. Created on the driver's node; methods run one at a time (max_concurrency 1)."""
+
+    def __init__(self, hp: HParams, specs: tuple):
+        self.hp, self.specs = hp, specs
+        self.counters = Counters()
+        self.run_log = RunLog(hp)
+        self.errors: list[str] = []
+        self.stopping = False
+        self.late_pushes = 0  # arrived after the budget or a stop: neither applied nor counted
+        self.nonfinite_streak: dict[int, int] = {}
+        self.lock = self.store = self.learner = None
+        self.weights_ref = self.weights_version = None
+        self.last_log = self.last_ckpt = time.time()
+        self.last_steps = 0
+
+    def where(self) -> tuple[int, str]:
+        import ray
+        return os.getpid(), ray.util.get_node_ip_address()
+
+    def open(self) -> tuple[HParams, list[str]]:
+        """Check and resume the run directory (as the local trainer does); (resolved hp, lines for the console)."""
+        from tf_setup import configure_tensorflow
+        hp, lines = self.hp, []
+        prepare_writable_dir(hp.logdir)
+        self.lock = LogdirLock(hp.logdir)
+        configure_tensorflow(hp)
+        from learner import check_devices
+        check_devices(hp)
+        self.store = CheckpointStore(hp.logdir, hp.checkpoints_kept)
+        self.hp, self.learner = open_run(hp, self.specs, self.store, self.run_log, self.counters, lines.append)
+        self.run_log.hp = self.hp
+        self.run_log.open(self.counters.env_steps)
+        self.counters.session_start = self.last_log = self.last_ckpt = time.time()
+        self.last_steps = self.counters.env_steps
+        return self.hp, lines
+
+    def weights(self):
+        """(version, ObjectRef of every variable's value): version = updates applied so far."""
+        import ray
+        if self.weights_version != self.counters.updates:
+            self.weights_ref, self.weights_version = ray.put(self.learner.get_weights()), self.counters.updates
+        return self.weights_version, self.weights_ref
+
+    def push(self, thread: int, t_max: int, grads: list, metrics: dict, acted_version: int, steps: int,
+             returns: list, lengths: list, timers: tuple, obs_for_norm=None) -> tuple[int, bool]:
+        """Apply one worker thread's gradient and count its rollout; (version now, stop?)."""
+        hp, c = self.hp, self.counters
+        if self.stopping or c.env_steps >= hp.total_env_steps:
+            self.late_pushes += 1
+            return c.updates, True
+        lag = c.updates - acted_version
+        applied = bool(metrics["applied"])
+        if applied:
+            self.learner.apply_gradients(grads, learning_rate_at(hp, c.env_steps))
+            if obs_for_norm is not None:
+                self.learner.update_obs_norm(*obs_for_norm)
+            c.updates += 1
+        else:
+            c.skipped_updates += 1
+        c.env_steps += steps
+        c.episodes += len(returns)
+        self.run_log.add_episodes(returns, lengths)
+        self.run_log.telemetry.append(Telemetry(thread, t_max, metrics, *timers, lag))
+        streak = self.nonfinite_streak[thread] = 0 if applied else self.nonfinite_streak.get(thread, 0) + 1
+        if streak >= MAX_CONSECUTIVE_NONFINITE:
+            self.errors.append(f"worker thread {thread}: loss or gradients were NaN/inf in {streak} updates in a row "
+                               f"(last loss {metrics['loss']}); none of them was applied - lower --learning-rate")
+            self.stopping = True
+        return c.updates, self.stopping or c.env_steps >= hp.total_env_steps
+
+    def tick(self, stop: bool = False) -> tuple[int, int, str, bool]:
+        """The driver's heartbeat: write a log row / checkpoint when due; (env steps, episodes, mean return, done).
+        stop=True makes every worker stop at its next push."""
+        hp, c = self.hp, self.counters
+        self.stopping |= stop
+        now = time.time()
+        if now - self.last_log >= hp.log_interval_s:
+            self._write_log(now)
+        if now - self.last_ckpt >= hp.checkpoint_interval_s:
+            self.save()
+            self.last_ckpt = now
+        return c.env_steps, c.episodes, self.run_log.mean_return(), self.stopping or c.env_steps >= hp.total_env_steps
+
+    def _write_log(self, now: float):
+        c = self.counters
+        rate = (c.env_steps - self.last_steps) / max(now - self.last_log, 1e-9)
+        self.run_log.write(c.now(), c.skipped_updates, self.run_log.take_episodes(), rate,
+                           learning_rate_at(self.hp, c.env_steps))
+        self.last_log, self.last_steps = now, c.env_steps
+
+    def save(self) -> str | None:
+        return self.store.save(self.counters.now(), self.run_log.episode_window())
+
+    def finish(self) -> tuple[list, str | None, str | None, str]:
+        """Last log row and checkpoint, logs closed, run directory released; (errors, failure, checkpoint, closing
+        line) for run_state.report."""
+        failure, path = None, None
+        try:
+            self._write_log(time.time())
+            path = self.save()
+        except RunError as e:
+            failure = str(e)
+        self.run_log.close()
+        self.lock.release()
+        c = self.counters
+        closing = (f"{summary(c, self.run_log)}; pushes applied {c.updates}, skipped (not finite) "
+                   f"{c.skipped_updates}, after the budget {self.late_pushes}")
+        return self.errors, failure, path, closing
+
+
+class RolloutWorker:
+    """--threads learner threads, each with its own vector env, acting with this worker's copy of the weights."""
+
+    def __init__(self, hp: HParams, index: int, server_name: str, specs: tuple):
+        from tf_setup import configure_tensorflow
+        # Ray gives this process `threads` CPUs: size TF's and the emulators' thread pools to that, not the node.
+        hp = self.hp = dataclasses.replace(hp, tf_intra_op_threads=hp.tf_intra_op_threads or hp.threads,
+                                           env_threads=hp.env_threads or 1)
+        configure_tensorflow(hp)
+        from learner import make_learner
+        obs_spec, action_spec = specs
+        import ray
+        # Looked up by name, not passed: a restarted actor gets its constructor arguments again, and a handle among
+        # them would pin an object Ray may have dropped by then.
+        self.index, self.server = index, ray.get_actor(server_name)
+        self.acting = make_learner(hp, action_spec, obs=obs_spec)
+        # V-trace takes the gradient with the newest weights, in a second copy: the acting copy keeps the weights
+        # it acted with until its next pull, as an actor of a large cluster would.
+        self.fresh = make_learner(hp, action_spec, obs=obs_spec) if hp.off_policy_correction == "vtrace" else None
+        self.versions = {id(self.acting): -1, id(self.fresh): -1}
+        factory = env_factory(hp)
+        self.agents = []
+        for i in range(hp.threads):
+            g = self.global_thread(i)
+            self.agents.append(BatchAgents(factory(g, hp.envs_per_thread), seed=hp.seed + g * hp.envs_per_thread,
+                                           episodic_life=hp.episodic_life))
+            self.agents[-1].use_state_size(self.acting.net.state_size)
+        self.pull(self.acting)
+        self.errors: list[str] = []
+        self.pushes = 0
+        self.count_lock = threading.Lock()
+
+    def global_thread(self, i: int) -> int:
+        return self.index * self.hp.threads + i
+
+    def where(self) -> tuple[int, str]:
+        import ray
+        return os.getpid(), ray.util.get_node_ip_address()
+
+    def pull(self, learner) -> int:
+        """Fetch the newest weights into `learner` (skipped when it has them); their version."""
+        import ray
+        version, ref = ray.get(self.server.weights.remote())
+        if version != self.versions[id(learner)]:
+            learner.set_weights(ray.get(ref))
+            self.versions[id(learner)] = version
+        return version
+
+    def run(self) -> int:
+        """Train until the server says stop; the number of pushes this worker made (RunError if a thread
+        failed)."""
+        threads = [threading.Thread(target=self._thread, args=(i,), daemon=True) for i in range(self.hp.threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if self.errors:
+            raise RunError(self.errors[0])
+        return self.pushes
+
+    def _thread(self, i: int):
+        import ray
+        hp, agent, g = self.hp, self.agents[i], self.global_thread(i)
+        t_max = hp.t_max_of(g)
+        policy = self.acting.policy(thread=0)
+        in_flight, updates, stop = None, 0, False
+        try:
+            while not stop:
+                if updates % hp.weight_pull_interval == 0:
+                    self.pull(self.acting)
+                acted_version = self.versions[id(self.acting)]
+                t0 = time.perf_counter()
+                agent.timers.update(env=0.0, inference=0.0)
+                rollout, episodes = agent.collect(policy, t_max)
+                if hp.overlap_env_step:
+                    agent.send_pending()
+                t1 = time.perf_counter()
+                learner = self.acting
+                if self.fresh is not None:
+                    self.pull(self.fresh)
+                    learner = self.fresh
+                grads, metrics = learner.gradients_on(rollout)
+                t2 = time.perf_counter()
+                if in_flight is not None:
+                    stop = ray.get(in_flight)[1]
+                    if stop:
+                        break
+                norm = (rollout.obs, rollout.valid) if hp.normalize_obs else None
+                timers = (agent.timers["env"], agent.timers["inference"], t2 - t1, t2 - t0)
+                in_flight = self.server.push.remote(
+                    g, t_max, grads, {k: v.item() for k, v in metrics.items()}, acted_version,
+                    rollout.rewards.size, episodes.returns, episodes.lengths, timers, norm)
+                with self.count_lock:
+                    self.pushes += 1
+                updates += 1
+            if in_flight is not None:
+                ray.get(in_flight)
+        except Exception as e:  # noqa: BLE001 - the driver reports it and stops the run
+            self.errors.append(f"thread {i}: {type(e).__name__}: {_cause(e)}")
+
+
+def read_specs(hp: HParams) -> tuple:
+    """(ObsSpec, ActionSpec) of hp's env, from one throwaway env built here on the driver."""
+    env = env_factory(hp)(0, 1)
+    try:
+        return envs.env_specs(env, hp.env_id)
+    finally:
+        env.close()
+
+
+class Driver:
+    """The process the user started: connects, creates the actors, restarts dead workers, shows progress, turns
+    signals into a stop, and prints the end report."""
+
+    def __init__(self, hp: HParams, out=sys.stdout):
+        self.hp, self.out = hp, out
+        self.signal_received = None
+
+    def log(self, msg: str):
+        print(msg, file=self.out, flush=True)
+
+    def run(self) -> int:
+        hp = self.hp
+        specs = read_specs(hp)  # a bad env id fails here, before Ray starts
+        ray = connect(hp)
+        try:
+            return self._run(ray, specs)
+        finally:
+            ray.shutdown()
+
+    def _run(self, ray, specs) -> int:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        hp = self.hp
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        server_name = f"a3c-parameter-server-{os.getpid()}-{time.time_ns()}"
+        server = ray.remote(ParameterServer).options(num_cpus=0, max_restarts=0, scheduling_strategy=here,
+                                                     name=server_name).remote(hp, specs)
+        try:
+            hp, lines = ray.get(server.open.remote())
+        except ray.exceptions.RayTaskError as e:
+            raise ConfigError(_cause(e)) from None
+        for line in lines:
+            self.log(line)
+        pid, node = ray.get(server.where.remote())
+        self.log(f"parameter server: pid {pid} on {node}")
+        worker_class = ray.remote(RolloutWorker).options(num_cpus=hp.threads, num_gpus=hp.worker_gpus,
+                                                         max_restarts=MAX_WORKER_RESTARTS)
+        workers = [worker_class.remote(hp, i, server_name, specs) for i in range(hp.workers)]
+        for i, (pid, node) in enumerate(ray.get([w.where.remote() for w in workers])):
+            self.log(f"rollout worker {i}: pid {pid} on {node}, {hp.threads} threads x {hp.envs_per_thread} envs")
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self._loop(ray, server, workers)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def _loop(self, ray, server, workers) -> int:
+        from tqdm import tqdm
+        hp = self.hp
+        runs = {w.run.remote(): i for i, w in enumerate(workers)}
+        restarts = [0] * len(workers)
+        errors, pushes = [], 0
+        bar = tqdm(total=hp.total_env_steps, unit="step", unit_scale=True, dynamic_ncols=True,
+                   disable=not hp.progress_bar, file=sys.stderr)
+        try:
+            stop = False
+            while runs:
+                ready, _ = ray.wait(list(runs), num_returns=1, timeout=TICK_S)
+                for ref in ready:
+                    i = runs.pop(ref)
+                    try:
+                        pushes += ray.get(ref)
+                    except ray.exceptions.RayActorError as e:
+                        restarts[i] += 1
+                        if restarts[i] > MAX_WORKER_RESTARTS:
+                            errors.append(f"rollout worker {i} died {restarts[i]} times (last: {_cause(e)})")
+                            stop = True
+                            continue
+                        self.log(f"rollout worker {i} died ({_cause(e)}); Ray restarts it "
+                                 f"(restart {restarts[i]} of {MAX_WORKER_RESTARTS})")
+                        runs[workers[i].run.remote()] = i
+                    except ray.exceptions.RayTaskError as e:
+                        errors.append(f"rollout worker {i} failed: {_cause(e)}")
+                        stop = True
+                stop |= self.signal_received is not None
+                try:
+                    steps, episodes, mean_return, done = ray.get(server.tick.remote(stop))
+                except ray.exceptions.RayError as e:
+                    return self._server_died(e)
+                bar.update(min(steps, hp.total_env_steps) - bar.n)
+                bar.set_postfix(ret=mean_return, eps=episodes, refresh=False)
+                if stop and runs:
+                    pushes += self._join(ray, runs, workers)
+                    break
+        finally:
+            bar.close()
+        if self.signal_received is not None:
+            print(f"\n{signal.Signals(self.signal_received).name}: stopped all workers; saving a checkpoint",
+                  file=sys.stderr, flush=True)
+        try:
+            server_errors, failure, path, closing = ray.get(server.finish.remote())
+        except ray.exceptions.RayError as e:
+            return self._server_died(e)
+        self.log(f"pushes sent by the workers still alive at the end: {pushes}")
+        return report(errors + server_errors, RunError(failure) if failure else None, path, closing, self.log)
+
+    def _join(self, ray, runs: dict, workers) -> int:
+        """Give the workers JOIN_TIMEOUT_S to see the stop and return; kill the rest. Their pushes."""
+        done, _ = ray.wait(list(runs), num_returns=len(runs), timeout=JOIN_TIMEOUT_S)
+        pushes = 0
+        for ref, i in runs.items():
+            if ref not in done:
+                self.log(f"rollout worker {i} did not stop within {JOIN_TIMEOUT_S:.0f} s; killed")
+                ray.kill(workers[i])
+                continue
+            try:
+                pushes += ray.get(ref)
+            except ray.exceptions.RayError:
+                pass  # a worker that failed while stopping: the server has what it pushed
+        return pushes
+
+    def _server_died(self, e) -> int:
+        print(f"error: the parameter server died ({_cause(e)}); training stopped - the newest checkpoint in "
+              f"{self.hp.logdir} is intact: run the same command to resume", file=sys.stderr, flush=True)
+        return 1
+
+    def _on_signal(self, signum, frame):
+        self.signal_received = signum  # only a flag: the loop above turns it into a stop within TICK_S
+
+
+def main(hp: HParams) -> int:
+    """a3c.py's entry for --executor ray; the exit status."""
+    try:
+        return Driver(hp).run()
+    except (ConfigError, RunError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

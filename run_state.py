@@ -1,0 +1,90 @@
+"""What every executor (a3c.py's threads, ray_executor.py's parameter server) does with a run directory.
+
+Owns: the exact global counters, opening a run (the network resolved for the env's specs, the saved config
+checked, the learner built, the newest checkpoint restored, config.json written) and the run's end report.
+Must not: start threads or actors, step envs, or hold TensorFlow ops (learner.py) or file formats
+(checkpoints.py).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+from checkpoints import CheckpointStore, RunCounts, check_compatible, check_specs
+from errors import RunError
+from hparams import HParams
+from run_log import RunLog
+from specs import to_config as specs_to_config
+
+
+class Counters:
+    """Exact global counters: every thread updates them under one lock.
+
+    A learner thread claims the env steps of its next rollout before collecting it (`claimed_steps`), so the
+    run stops at exactly the step budget however the threads interleave, and counts itself `in_flight` until
+    the update is applied, so a checkpoint can wait for a moment when no update is half done."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)  # notified when a rollout finishes or a pause ends
+        self.env_steps = 0
+        self.episodes = 0
+        self.updates = 0
+        self.skipped_updates = 0
+        self.wall_time_s = 0.0  # training wall time of previous sessions of this run
+        self.claimed_steps = 0  # env_steps + steps of the rollouts in flight
+        self.in_flight = 0  # rollouts claimed and not yet counted
+        self.session_start = time.time()
+
+    def now(self) -> RunCounts:
+        """The counts now, wall time included (call with the lock held)."""
+        return RunCounts(self.env_steps, self.episodes, self.updates,
+                         self.wall_time_s + time.time() - self.session_start)
+
+
+def open_run(hp: HParams, specs: tuple, store: CheckpointStore, run_log: RunLog, counters: Counters, log):
+    """Check the run directory against hp and the env's (ObsSpec, ActionSpec), build the learner, restore the
+    newest checkpoint into it and the counters, write config.json; (hp with --network resolved, learner).
+    ConfigError / CheckpointError when the directory holds an incompatible or unreadable run."""
+    from learner import make_learner, resolve_network  # imports TensorFlow: only once the flags are known good
+    obs_spec, action_spec = specs
+    hp = resolve_network(hp, obs_spec)  # --network auto: a3c for frames, mlp for flat observations
+    saved_config = store.saved_config()
+    if saved_config is not None:
+        check_compatible(saved_config, hp, hp.logdir)
+        check_specs(saved_config, hp, specs, hp.logdir)
+    learner = make_learner(hp, action_spec, obs=obs_spec)
+    resumed = store.resume(learner.checkpoint_objects())
+    if resumed:
+        counters.env_steps = counters.claimed_steps = resumed.counts.env_steps
+        counters.episodes, counters.updates, counters.wall_time_s = resumed.counts[1:]  # env_steps first
+        run_log.restore_window(resumed.window)
+        log(f"resuming from step {counters.env_steps} ({resumed.prefix})")
+    config = dict(hp.to_dict(), **specs_to_config(obs_spec, action_spec))
+    store.write_config(config)
+    log("config:\n" + json.dumps(config, indent=2, sort_keys=True))
+    return hp, learner
+
+
+def summary(counters: Counters, run_log: RunLog) -> str:
+    """The closing numbers of a run that ended well."""
+    c = counters
+    return (f"{c.env_steps} env steps, {c.episodes} episodes, {c.updates} updates, mean return "
+            f"(last {len(run_log.recent_returns)}) {run_log.mean_return()}")
+
+
+def report(errors: list, failure: RunError | None, path: str | None, closing: str, log) -> int:
+    """One line on stderr for a failure (else `saved PATH: closing` through `log`); the exit status: 0 done or
+    stopped, 1 a learner thread or worker failed, 2 logs or checkpoints could not be written."""
+    saved = f"last good state saved in {path}" if path else f"final checkpoint not written ({failure})"
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        print(f"error: {errors[0]}{more}; all threads stopped; {saved}", file=sys.stderr, flush=True)
+        return 1
+    if failure is not None:
+        print(f"error: {failure}" + (f"; training stopped, {saved}" if path else ""), file=sys.stderr, flush=True)
+        return 2
+    log(f"saved {path}: {closing}")
+    return 0
