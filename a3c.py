@@ -3,6 +3,7 @@
     python a3c.py                       # defaults from hparams.py (Pong)
     python a3c.py --preset breakout --threads 2 --learning-rate 1e-3
     python a3c.py --logdir runs/pong    # again: resumes from the latest checkpoint there
+    python a3c.py --executor ray --ray-address auto --workers 32   # on a Ray cluster: ray_executor.py
 
 A few Python threads each own a vector env of `envs_per_thread` games (envs.py). They share ONE learner
 (learner.py: the policy-value network, on the GPU when there is one, and its optimizer). Each thread repeats:
@@ -13,7 +14,9 @@ variables without a lock; count the steps, episodes and the update.
 Faults never cost more than the work since the last checkpoint: SIGINT/SIGTERM stop all threads and save; a
 failing thread or a NaN streak stops the run with the last good state saved; checkpoints are crash-safe
 (checkpoints.py). Reporting is run_log.py's.
-Owns: the threads, the exact global counters and step budget, when to log and save, signals, the exit status.
+The counters, opening and resuming a run directory and the end report are run_state.py's, shared with the Ray
+executor, which this file hands `--executor ray` to.
+Owns: the threads, the step budget, when to log and save, signals, the exit status of local runs.
 Must not: contain TensorFlow ops, file formats or env details - those live in the modules named above.
 """
 from __future__ import annotations

@@ -57,7 +57,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise ConfigError("--executor ray needs Ray: pip install 'ray[default]==2.60.0' (see requirements.txt)") \
+        raise ConfigError("--executor ray needs Ray: pip install ray==2.60.0 (it is in requirements.txt)") \
             from None
     return ray
 
@@ -97,12 +97,28 @@ def connect(hp: HParams):
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ConfigError(f"--ray-address {hp.ray_address}: cannot join a Ray cluster ({first_line(e)}); start one "
                           f"with `ray start --head`") from None
-    cpus = ray.cluster_resources().get("CPU", 0)
+    resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+    problem = None
     if hp.workers * hp.threads > cpus:
+        problem = (f"--workers {hp.workers} x --threads {hp.threads} need {hp.workers * hp.threads} CPUs but the Ray "
+                   f"cluster has {cpus:g}; lower --workers (or --threads) or add nodes")
+    elif hp.workers * hp.worker_gpus > gpus:  # else the workers would wait for GPUs forever
+        problem = (f"--workers {hp.workers} x --worker-gpus {hp.worker_gpus:g} need {hp.workers * hp.worker_gpus:g} "
+                   f"GPUs but the Ray cluster has {gpus:g}; lower --worker-gpus or add GPU nodes")
+    if problem:
         ray.shutdown()
-        raise ConfigError(f"--workers {hp.workers} x --threads {hp.threads} need {hp.workers * hp.threads} CPUs but "
-                          f"the Ray cluster has {cpus:g}; lower --workers (or --threads) or add nodes")
+        raise ConfigError(problem)
     return ray
+
+
+def _ignore_sigint():
+    """Actors leave Ctrl-C to the driver: a terminal sends SIGINT to the whole process group, and the driver
+    stops the workers and has the server save in order."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread of the actor's process: nothing to do
+        pass
 
 
 def env_factory(hp: HParams) -> envs.EnvFactory:
@@ -113,6 +129,7 @@ class ParameterServer:
     """The run's shared state. Created on the driver's node; methods run one at a time (max_concurrency 1)."""
 
     def __init__(self, hp: HParams, specs: tuple):
+        _ignore_sigint()
         self.hp, self.specs = hp, specs
         self.counters = Counters()
         self.run_log = RunLog(hp)
@@ -224,6 +241,7 @@ class RolloutWorker:
     """--threads learner threads, each with its own vector env, acting with this worker's copy of the weights."""
 
     def __init__(self, hp: HParams, index: int, server_name: str, specs: tuple):
+        _ignore_sigint()
         from tf_setup import configure_tensorflow
         # Ray gives this process `threads` CPUs: size TF's and the emulators' thread pools to that, not the node.
         hp = self.hp = dataclasses.replace(hp, tf_intra_op_threads=hp.tf_intra_op_threads or hp.threads,

@@ -1,6 +1,7 @@
 """hparams: CLI parsing, validation with flag-naming errors, presets, JSON round trip, field docs."""
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -168,3 +169,20 @@ def test_new_choices_are_accepted():
                              "--devices", "GPU:0,GPU:1", "--histogram-interval-updates", "100"])
     assert (hp.network, hp.optimizer, hp.per_thread_stats, hp.devices) == ("a3c-lstm", "amsgrad", True, "GPU:0,GPU:1")
     assert hparams.parse_args(["--preset", "pong-lstm"]).network == "a3c-lstm"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--executor", "slurm"], "--executor must be one of local, ray"),
+    (["--executor", "ray", "--workers", "0"], "--workers must be >= 1"),
+    (["--executor", "ray", "--weight-pull-interval", "0"], "--weight-pull-interval must be >= 1"),
+    (["--executor", "ray", "--worker-gpus", "-1"], "--worker-gpus must be >= 0"),
+    (["--off-policy-correction", "retrace"], "--off-policy-correction must be one of none, vtrace"),
+    (["--vtrace-rho-clip", "0"], "--vtrace-rho-clip must be > 0"),
+    (["--vtrace-c-clip", "-1"], "--vtrace-c-clip must be > 0"),
+    (["--ray-address", "auto"], "--ray-address auto needs --executor ray"),
+    (["--executor", "ray", "--per-thread-stats"], "--per-thread-stats is for --executor local"),
+    (["--executor", "ray", "--histogram-interval-updates", "10"], "--histogram-interval-updates is for --executor local"),
+])
+def test_cluster_and_vtrace_bad_values_name_the_flag_and_the_fix(argv, words):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        hparams.parse_args(argv)

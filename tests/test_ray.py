@@ -176,6 +176,7 @@ def test_a_dead_parameter_server_stops_the_run_and_leaves_the_checkpoint_intact(
 @pytest.mark.parametrize("args, needle", [
     (["--ray-address", "127.0.0.1:9"], "--ray-address 127.0.0.1:9: no Ray head answers there"),
     (["--workers", "64"], "--workers 64 x --threads 1 need 64 CPUs but the Ray cluster has"),
+    (["--workers", "1", "--worker-gpus", "1"], "--workers 1 x --worker-gpus 1 need 1 GPUs but the Ray cluster has 0"),
 ])
 def test_bad_cluster_input_is_one_line_and_touches_nothing(tmp_path, args, needle):
     logdir = tmp_path / "run"
