@@ -1,0 +1,140 @@
+"""A learner thread's replay memory for ACER: its envs' recent steps, each frame stored once.
+
+A thread's B envs step in lockstep and its rollouts follow one another, so the memory is a ring of steps
+`[capacity_steps, B]`. Each step keeps the newest frame of its observation, the action, the raw reward, the
+terminated / truncated / valid / resets masks and the behaviour policy mu(.|s_t) `[A]`; each rollout keeps the
+recurrent state at its start. A frame-stacked observation `[k, H, W]` uint8 is rebuilt from the last k frames;
+where the stack does not continue the previous step's (an episode start), the whole stack is kept beside the
+ring, once per such step. Flat observations are kept whole.
+
+`sample` returns `[T, B]` batches of rollouts as they were collected, each column from a random stored rollout
+(of a random env), with the T + 1 observations a Q-value bootstrap needs: a rollout becomes sampleable once the
+next one (which holds its s_T) is stored.
+
+Owns: storing, the byte budget per step, sampling and rebuilding observations.
+Must not: touch TensorFlow, envs or losses.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class ReplaySample(NamedTuple):
+    """T steps of B env columns, time-major, as batch_agents.Rollout but with s_T and mu(.|s_t)."""
+    obs: np.ndarray  # [T + 1, B, *obs_shape], s_0 .. s_T
+    actions: np.ndarray  # [T, B] int32
+    rewards: np.ndarray  # [T, B] float32, raw
+    terminated: np.ndarray  # [T, B] bool
+    truncated: np.ndarray  # [T, B] bool
+    valid: np.ndarray  # [T, B] bool
+    resets: np.ndarray  # [T + 1, B] bool, s_t starts an episode (recurrent state zeroed)
+    initial_state: np.ndarray  # [B, S] float32
+    behaviour_probs: np.ndarray  # [T, B, A] float32, mu(.|s_t)
+
+
+def is_frame_stack(obs_shape: tuple, dtype) -> bool:
+    return len(obs_shape) == 3 and np.dtype(dtype) == np.uint8
+
+
+def bytes_per_step(obs_shape: tuple, obs_dtype, num_actions: int, state_size: int, t_max: int) -> float:
+    """Bytes one env step costs in memory (whole stacks at episode starts not included: one per episode)."""
+    obs_bytes = (int(np.prod(obs_shape[1:])) if is_frame_stack(obs_shape, obs_dtype)
+                 else int(np.prod(obs_shape)) * np.dtype(obs_dtype).itemsize)
+    return obs_bytes + 4 * num_actions + 4 + 4 + 5 + 4 * state_size / t_max
+
+
+class ReplayMemory:
+    def __init__(self, capacity_steps: int, num_envs: int, t_max: int, obs_shape: tuple, obs_dtype,
+                 num_actions: int, state_size: int = 0):
+        if capacity_steps < 2 * t_max:
+            raise ValueError(f"a replay memory of {capacity_steps} steps per env holds less than two rollouts of "
+                             f"{t_max}")
+        self.t_max, self.num_envs = t_max, num_envs
+        self.slots = capacity_steps // t_max  # rollouts kept
+        self.n = self.slots * t_max  # steps kept per env
+        self.stacked = is_frame_stack(obs_shape, obs_dtype)
+        self.k = obs_shape[0] if self.stacked else 1
+        frame_shape = tuple(obs_shape[1:]) if self.stacked else tuple(obs_shape)
+        N, B = self.n, num_envs
+        self.frames = np.zeros((N, B) + frame_shape, obs_dtype)
+        self.actions = np.zeros((N, B), np.int32)
+        self.rewards = np.zeros((N, B), np.float32)
+        self.terminated = np.zeros((N, B), bool)
+        self.truncated = np.zeros((N, B), bool)
+        self.valid = np.zeros((N, B), bool)
+        self.resets = np.zeros((N, B), bool)
+        self.probs = np.zeros((N, B, num_actions), np.float32)
+        self.states = np.zeros((self.slots, B, state_size), np.float32)
+        self.whole_stacks: dict[tuple[int, int], np.ndarray] = {}  # (ring position, env) -> [k, H, W]
+        self.steps = 0  # steps stored so far (per env)
+        self.last_obs = None  # [B, *obs_shape] the newest step's observation, to test the next for continuity
+
+    def __len__(self) -> int:
+        """Transitions held (steps x envs)."""
+        return min(self.steps, self.n) * self.num_envs
+
+    def add(self, obs, actions, rewards, terminated, truncated, valid, resets, initial_state, behaviour_probs):
+        """Append one rollout of t_max steps (time-major as batch_agents.Rollout; behaviour_probs [T, B, A])."""
+        T = len(actions)
+        if T != self.t_max:
+            raise ValueError(f"rollouts of {T} steps in a replay memory of {self.t_max}-step rollouts")
+        start = self.steps % self.n
+        self.states[start // self.t_max] = initial_state
+        for t in range(T):
+            p = start + t
+            for b in [b for b in range(self.num_envs) if (p, b) in self.whole_stacks]:
+                del self.whole_stacks[(p, b)]
+            o = obs[t]
+            if self.stacked:
+                self.frames[p] = o[:, -1]
+                if self.last_obs is None:
+                    continues = np.zeros(self.num_envs, bool)
+                else:
+                    continues = np.all(o[:, :-1] == self.last_obs[:, 1:], axis=tuple(range(1, o.ndim)))
+                for b in np.flatnonzero(~continues):
+                    self.whole_stacks[(p, b)] = o[b].copy()
+            else:
+                self.frames[p] = o
+            self.last_obs = o
+        sl = slice(start, start + T)
+        self.actions[sl], self.rewards[sl], self.probs[sl] = actions, rewards, behaviour_probs
+        self.terminated[sl], self.truncated[sl], self.valid[sl], self.resets[sl] = terminated, truncated, valid, resets
+        self.steps += T
+
+    def sampleable(self) -> int:
+        """Rollouts that can be sampled: stored whole, their s_T stored, their first stack rebuildable."""
+        stored = min(self.steps, self.n) // self.t_max
+        # Once the ring has wrapped, the oldest rollouts' first stacks may need frames already overwritten.
+        lost = -(-(self.k - 1) // self.t_max) if self.steps > self.n else 0
+        return max(0, stored - 1 - lost)
+
+    def _observation(self, step: int, b: int) -> np.ndarray:
+        """The observation of absolute step `step` of env b."""
+        p = step % self.n
+        if not self.stacked:
+            return self.frames[p, b]
+        for d in range(self.k):  # the newest whole stack within the last k steps, then frames after it
+            q = (step - d) % self.n
+            stack = self.whole_stacks.get((q, b))
+            if stack is not None:
+                return np.concatenate([stack[d:], self.frames[[(step - e) % self.n for e in range(d - 1, -1, -1)], b]])
+        return self.frames[[(step - e) % self.n for e in range(self.k - 1, -1, -1)], b]
+
+    def sample(self, rng: np.random.Generator) -> ReplaySample:
+        """A [T, B] batch: each column is one env's part of a stored rollout, both chosen at random."""
+        count = self.sampleable()
+        if count < 1:
+            raise ValueError("nothing to sample yet: the memory needs two rollouts")
+        T, B = self.t_max, self.num_envs
+        newest_sampleable = self.steps // T - 2  # absolute rollout index; the newest rollout waits for its s_T
+        rollouts = newest_sampleable - rng.integers(0, count, B)
+        envs = rng.integers(0, B, B)
+        starts = rollouts * T
+        obs = np.stack([np.stack([self._observation(s + t, b) for s, b in zip(starts, envs)]) for t in range(T + 1)])
+        steps = (starts[None, :] + np.arange(T + 1)[:, None]) % self.n  # [T + 1, B] ring positions
+        now, nxt = steps[:-1], steps
+        return ReplaySample(obs, self.actions[now, envs], self.rewards[now, envs], self.terminated[now, envs],
+                            self.truncated[now, envs], self.valid[now, envs], self.resets[nxt, envs],
+                            self.states[(rollouts % self.slots), envs], self.probs[now, envs])
