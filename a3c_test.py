@@ -268,7 +268,7 @@ def evaluate(args) -> int:
                 videos[i].close()
 
         while not finished.all():
-            actions, _, agent.state, _ = agent.act(policy)
+            actions, _, agent.state, *_ = agent.act(policy)
             _, terminated, truncated, _, (ended_returns, ended_lengths) = agent.step(actions)
             if K and not all(v.closed for v in videos):
                 frames, reward, v_term, v_trunc, _ = video_env.step(actions[:K])

@@ -44,6 +44,8 @@ class Rollout(NamedTuple):
     # [T, B] float32, log mu(a_t | s_t) under the policy that acted (V-trace's behaviour policy); None when the
     # policy did not report it (test doubles, evaluation)
     behaviour_log_probs: np.ndarray | None = None
+    # [T, B, P] float32, the acting distribution's parameters (ACER keeps mu(.|s_t) in its replay); None as above
+    behaviour_params: np.ndarray | None = None
 
 
 class EpisodeStats(NamedTuple):
@@ -52,7 +54,8 @@ class EpisodeStats(NamedTuple):
 
 
 # policy(obs [B, *obs_shape], state [B,S] f32, reset [B] bool, seed [2] int32) -> (actions [B] int32 or [B, D]
-# float32, values [B] f32, new_state [B,S] f32[, log_probs [B] f32 of the actions]), all NumPy-convertible.
+# float32, values [B] f32, new_state [B,S] f32[, log_probs [B] f32 of the actions[, policy params [B, P] f32]]),
+# all NumPy-convertible.
 PolicyFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple]
 
 
@@ -85,10 +88,10 @@ class BatchAgents:
     def act(self, policy: PolicyFn):
         t0 = time.perf_counter()
         self.sample_seed[1] += 1
-        actions, values, state, *log_probs = policy(self.obs, self.state, self.reset_next, self.sample_seed)
+        actions, values, state, *behaviour = policy(self.obs, self.state, self.reset_next, self.sample_seed)
         self.timers["inference"] += time.perf_counter() - t0
-        return np.asarray(actions), np.asarray(values), np.asarray(state), \
-            (np.asarray(log_probs[0], np.float32) if log_probs else None)
+        behaviour = [np.asarray(x, np.float32) for x in behaviour] + [None, None]
+        return np.asarray(actions), np.asarray(values), np.asarray(state), behaviour[0], behaviour[1]
 
     def send(self, actions: np.ndarray):
         """Start stepping the envs with `actions` (asynchronously where the env supports send/recv)."""
@@ -164,12 +167,15 @@ class BatchAgents:
         out = self.pending or self.act(policy)
         actions = np.empty((t_max,) + out[0].shape, out[0].dtype)
         log_probs = None if out[3] is None else np.empty((t_max, B), np.float32)
+        params = None if out[4] is None else np.empty((t_max,) + out[4].shape, np.float32)
         for t in range(t_max):
             obs[t] = self.obs
             resets[t] = self.reset_next
-            actions[t], _, self.state, log_prob = out
+            actions[t], _, self.state, log_prob, param = out
             if log_probs is not None:
                 log_probs[t] = log_prob
+            if params is not None:
+                params[t] = param
             if self.in_flight is None:
                 self.send(actions[t])
             elif not np.array_equal(self.in_flight, actions[t]):
@@ -180,7 +186,7 @@ class BatchAgents:
             out = self.act(policy)
         self.pending = out
         rollout = Rollout(obs, actions, rewards, terminated, truncated, valid, resets, initial_state,
-                          out[1].astype(np.float32), log_probs)
+                          out[1].astype(np.float32), log_probs, params)
         return rollout, EpisodeStats(returns, lengths)
 
     def discard_pending(self):

@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     agents[0].act(policy)  # trace once before the threads race
 
     def infer(i):
-        actions, _, agents[i].state, _ = agents[i].act(policy)
+        actions, _, agents[i].state, *_ = agents[i].act(policy)
         agents[i].step(actions)
         return B
     infer_sps = _run_threads(infer, hp.threads, args.seconds, args.warmup)

@@ -94,6 +94,26 @@ class HParams:
     vtrace_c_clip: float = 1.0
     """V-trace: truncation of the trace-cutting weights (c-bar)."""
 
+    # --- ACER (--algorithm acer) -----------------------------------------------------------------------
+    algorithm: str = "a3c"
+    """`a3c`, or `acer` (Wang et al. 2016): a Q head, per-thread replay, Retrace targets, truncated importance
+    sampling with bias correction and a trust region against an average policy. Feed-forward nets, discrete
+    actions."""
+    replay_ratio: float = 4.0
+    """ACER: off-policy updates per on-policy update, drawn from Poisson(replay_ratio); 0 = on-policy ACER."""
+    replay_capacity: int = 100_000
+    """ACER: transitions (env steps) each learner thread's replay memory keeps; ~7.1 KB each for Atari frames."""
+    replay_start: int = 10_000
+    """ACER: transitions a thread's memory must hold before its off-policy updates start."""
+    acer_c: float = 10.0
+    """ACER: truncation of the importance weights (c), with bias correction for the rest."""
+    acer_delta: float = 1.0
+    """ACER: trust-region radius (delta) on the KL to the average policy, in the distribution's statistics."""
+    acer_avg_decay: float = 0.99
+    """ACER: Polyak decay of the average policy network (alpha) after every update."""
+    acer_trust_region: bool = True
+    """ACER: project the policy gradient onto the trust region (off: plain truncated-IS ACER)."""
+
     # --- A3C ---------------------------------------------------------------------------------------
     network: str = "auto"
     """For frames: `a3c` (Mnih et al. 2016: conv16 8x8/4, conv32 4x4/2, fc256), `nature` (Mnih et al. 2015), or
@@ -242,10 +262,11 @@ CHOICES = {
     "precision": ("float32", "bfloat16"),
     "executor": ("local", "ray"),
     "off_policy_correction": ("none", "vtrace"),
+    "algorithm": ("a3c", "acer"),
 }
 
 # Fields that change the trained weights' meaning; a checkpoint cannot be resumed or evaluated with others.
-MODEL_FIELDS = ("env_id", "network", "full_action_space", "normalize_obs")
+MODEL_FIELDS = ("env_id", "network", "full_action_space", "normalize_obs", "algorithm")
 # Fields the optimizer statistics in a checkpoint depend on: a resume must keep them.
 OPTIMIZER_FIELDS = ("optimizer", "per_thread_stats")
 # Settings of the env that a resumed run may change, but with a warning: the policy was trained under the old ones.
@@ -279,11 +300,12 @@ def validate(hp: HParams) -> HParams:
     for name in ("env_threads", "tf_intra_op_threads", "tf_inter_op_threads", "noop_max"):
         need(getattr(hp, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(hp, name)}")
     for name in ("learning_rate", "max_grad_norm", "optimizer_epsilon", "checkpoint_interval_s", "log_interval_s",
-                 "reward_scale", "vtrace_rho_clip", "vtrace_c_clip"):
+                 "reward_scale", "vtrace_rho_clip", "vtrace_c_clip", "acer_c", "acer_delta"):
         need(getattr(hp, name) > 0, f"--{name.replace('_', '-')} must be > 0, got {getattr(hp, name)}")
-    for name in ("gamma", "gae_lambda", "repeat_action_probability", "rmsprop_decay", "adam_beta1", "adam_beta2"):
+    for name in ("gamma", "gae_lambda", "repeat_action_probability", "rmsprop_decay", "adam_beta1", "adam_beta2",
+                 "acer_avg_decay"):
         need(0.0 <= getattr(hp, name) <= 1.0, f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(hp, name)}")
-    for name in ("entropy_beta", "value_coef", "worker_gpus"):
+    for name in ("entropy_beta", "value_coef", "worker_gpus", "replay_ratio", "replay_start"):
         need(getattr(hp, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(hp, name)}")
     need(hp.histogram_interval_updates >= 0,
          f"--histogram-interval-updates must be >= 0, got {hp.histogram_interval_updates}")
@@ -298,6 +320,14 @@ def validate(hp: HParams) -> HParams:
     need(bool(hp.logdir), "--logdir must not be empty")
     need(hp.executor == "ray" or not hp.ray_address,
          f"--ray-address {hp.ray_address} needs --executor ray (the local executor runs in this process)")
+    if hp.algorithm == "acer":
+        longest = max(parse_int_list(hp.t_max_per_thread) or [hp.t_max])
+        need(hp.replay_capacity >= 2 * longest * hp.envs_per_thread,
+             f"--replay-capacity {hp.replay_capacity} holds less than two rollouts of {longest} steps x "
+             f"{hp.envs_per_thread} envs ({2 * longest * hp.envs_per_thread} transitions); raise it")
+        need(hp.executor == "local", "--algorithm acer runs on --executor local (the replay lives with the threads)")
+        need(hp.off_policy_correction == "none", "--off-policy-correction is for --algorithm a3c (ACER corrects with "
+                                                 "Retrace and truncated importance weights of its own)")
     need(hp.executor == "local" or not hp.histogram_interval_updates,
          "--histogram-interval-updates is for --executor local (the parameter server sees gradients, not rollouts)")
     need(hp.executor == "local" or not hp.per_thread_stats,

@@ -23,6 +23,7 @@ Must not: step envs, count steps or episodes, or write files or logs.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Protocol
 
 import numpy as np
@@ -32,10 +33,12 @@ from tf_setup import import_tensorflow
 tf = import_tensorflow()
 
 import a3c_math  # noqa: E402  (imports TensorFlow, which must come in quietly first)
+import acer_math  # noqa: E402
+import replay  # noqa: E402
 from batch_agents import Rollout  # noqa: E402
 from errors import ConfigError  # noqa: E402
 from hparams import HParams  # noqa: E402
-from network import build_network, resolve_devices, resolve_kind  # noqa: E402
+from network import NETWORKS, build_network, resolve_devices, resolve_kind  # noqa: E402
 from optimizers import SharedOptimizer  # noqa: E402
 from specs import ATARI_OBS, ActionSpec, ObsSpec, as_action_spec  # noqa: E402
 
@@ -72,7 +75,8 @@ def rollout_signature(net) -> list:
             tf.TensorSpec(tb, tf.bool),  # resets: zero the recurrent state before step t
             tf.TensorSpec([None, net.state_size], tf.float32),  # initial_state
             tf.TensorSpec([None], tf.float32),  # bootstrap_value
-            tf.TensorSpec(tb, tf.float32)]  # behaviour_log_probs
+            tf.TensorSpec(tb, tf.float32),  # behaviour_log_probs
+            tf.TensorSpec(tb + [net.dist.params_size], tf.float32)]  # behaviour_params
 
 
 class A3CLearner:
@@ -83,13 +87,15 @@ class A3CLearner:
     its gradients with the replica of device i mod D, refreshed from the shared weights before each rollout
     (`refresh`, the paper's thread-local parameters theta'), and applies them to the shared weights."""
 
+    Q_HEAD = False  # the network's value: a V head (A3C) or V = sum pi Q from a Q head (ACER)
+
     def __init__(self, hp: HParams, action: ActionSpec | int, device: str | None = None, obs: ObsSpec = ATARI_OBS):
         self.hp = hp
         self.action_spec = as_action_spec(action)
         self.devices = [device] if device else check_devices(hp)
         self.device = self.devices[0]
         self.replicas = [build_network(self.action_spec, hp.network, d, hp.precision, obs=obs,
-                                       normalize_obs=hp.normalize_obs) for d in self.devices]
+                                       normalize_obs=hp.normalize_obs, q_head=self.Q_HEAD) for d in self.devices]
         self.net = self.replicas[0]
         self.syncs = [None] + [self._make_sync(replica, d) for replica, d in zip(self.replicas[1:], self.devices[1:])]
         # One set of statistics shared by all threads (the A3C paper), or one per thread (--per-thread-stats).
@@ -130,7 +136,7 @@ class A3CLearner:
                 action = tf.cond(greedy, lambda: net.dist.mode(out.policy_params),
                                  lambda: net.dist.sample(out.policy_params, seed))
                 # mu(a|s) for V-trace: what the acting weights thought of the action they chose
-                return action, out.value, out.state, net.dist.log_prob(out.policy_params, action)
+                return action, out.value, out.state, net.dist.log_prob(out.policy_params, action), out.policy_params
         return act
 
     def _make_sync(self, replica, device):
@@ -142,7 +148,7 @@ class A3CLearner:
         return sync
 
     def _loss_and_gradients(self, net, obs, actions, rewards, terminated, truncated, valid, resets, initial_state,
-                            bootstrap_value, behaviour_log_probs):
+                            bootstrap_value, behaviour_log_probs, behaviour_params):
         hp = self.hp
         if hp.clip_rewards:
             rewards = tf.clip_by_value(rewards, -1.0, 1.0)
@@ -234,11 +240,15 @@ class A3CLearner:
             sync()
 
     def _inputs(self, rollout) -> Rollout:
-        if rollout.behaviour_log_probs is not None:
-            return rollout
-        if self.hp.off_policy_correction == "vtrace":
-            raise ValueError("V-trace needs the rollout's behaviour_log_probs; the policy gave none")
-        return rollout._replace(behaviour_log_probs=np.zeros(rollout.rewards.shape, np.float32))  # unread by A3C
+        """The rollout with the behaviour fields a policy without them left None filled (with zeros: unread)."""
+        if rollout.behaviour_log_probs is None:
+            if self.hp.off_policy_correction == "vtrace":
+                raise ValueError("V-trace needs the rollout's behaviour_log_probs; the policy gave none")
+            rollout = rollout._replace(behaviour_log_probs=np.zeros(rollout.rewards.shape, np.float32))
+        if rollout.behaviour_params is None:
+            rollout = rollout._replace(behaviour_params=np.zeros(rollout.rewards.shape + (self.net.dist.params_size,),
+                                                                 np.float32))
+        return rollout
 
     def train_on(self, rollout, learning_rate: float, thread: int = 0) -> dict:
         """Update the shared weights from learner thread `thread`'s rollout (computed on its device's replica,
@@ -319,6 +329,152 @@ def resolve_network(hp: HParams, obs: ObsSpec) -> HParams:
 
 def make_learner(hp: HParams, action: ActionSpec | int, device: str | None = None,
                  obs: ObsSpec = ATARI_OBS) -> Learner:
-    """The learner of hp's algorithm (today A3C) from observations `obs` to actions `action` (an int A = A
+    """The learner of hp's algorithm (A3C or ACER) from observations `obs` to actions `action` (an int A = A
     discrete actions), on `device` (default: the first GPU, else the CPU)."""
-    return A3CLearner(hp, action, device, obs)
+    return (ACERLearner if hp.algorithm == "acer" else A3CLearner)(hp, action, device, obs)
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (None where there is none)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+class ACERLearner(A3CLearner):
+    """ACER (Wang et al. 2016, arXiv 1611.01224) behind the same interface (--algorithm acer).
+
+    `train_on` from learner thread i: one on-policy update from its rollout (mu = the acting policy, recorded by
+    `act` as the rollout's behaviour_params), the rollout into thread i's replay memory (replay.py), then
+    Poisson(--replay-ratio) off-policy updates from [T, B] batches sampled there once it holds --replay-start
+    transitions. Every update: acer_math.acer_loss (Retrace targets, truncated importance weights with bias
+    correction, the trust region against the average network), the clipped gradient applied to the shared
+    weights, then the average network moved towards them (Polyak, --acer-avg-decay). The average network lives
+    on the shared weights' device and is saved in checkpoints; the replay is not (a resume refills it)."""
+    Q_HEAD = True
+
+    def __init__(self, hp: HParams, action: ActionSpec | int, device: str | None = None, obs: ObsSpec = ATARI_OBS):
+        action = as_action_spec(action)
+        if not action.is_discrete:
+            raise ConfigError("--algorithm acer needs discrete actions (this env's are continuous); use a3c")
+        if NETWORKS.get(hp.network, (None, 0))[1]:
+            raise ConfigError(f"--algorithm acer needs a feed-forward --network (not {hp.network}); use a3c or nature")
+        super().__init__(hp, action, device, obs)
+        if len(self.devices) > 1:
+            raise ConfigError("--algorithm acer runs on one device; give --devices one device")
+        per_step = replay.bytes_per_step(obs.shape, obs.dtype, action.size, self.net.state_size,
+                                         min(hp.t_max_of(i) for i in range(hp.threads)))
+        total = hp.threads * hp.replay_capacity * per_step
+        free = available_memory_bytes()
+        if free is not None and total > free:
+            raise ConfigError(f"--replay-capacity {hp.replay_capacity} x {hp.threads} threads x {per_step:,.0f} bytes "
+                              f"= {total / 2**30:.2f} GiB of replay, but {free / 2**30:.2f} GiB of memory is "
+                              f"available; lower --replay-capacity")
+        self.startup_lines = [f"replay: {hp.threads} threads x {hp.replay_capacity:,} transitions x {per_step:,.0f} "
+                              f"bytes = {total / 2**30:.2f} GiB"
+                              + (f" (of {free / 2**30:.1f} GiB available)" if free is not None else "")]
+        self.avg_net = build_network(self.action_spec, hp.network, self.device, hp.precision, obs=obs,
+                                     normalize_obs=hp.normalize_obs, q_head=True)
+        for avg, shared in zip(self.avg_net.variables, self.net.variables):
+            avg.assign(shared)
+        self.memories = [None] * hp.threads
+        self.rngs = [np.random.default_rng([hp.seed, 7, i]) for i in range(hp.threads)]
+        self.acer_updates = {}  # (replayed, optimizer index) -> tf.function
+
+    def _acer_update(self, replayed: bool, optimizer_index: int):
+        key = (replayed, optimizer_index)
+        if key in self.acer_updates:
+            return self.acer_updates[key]
+        hp, net, avg_net, optimizer = self.hp, self.net, self.avg_net, self.optimizers[optimizer_index]
+        tb = [None, None]
+
+        def update(obs, actions, rewards, terminated, truncated, valid, resets, initial_state, behaviour_probs,
+                   bootstrap_value, learning_rate):
+            """One ACER update. Replayed batches hold T + 1 observations (s_T for the bootstrap, valued with the
+            current weights); on-policy rollouts hold T and bring V(s_T) from acting."""
+            if hp.clip_rewards:
+                rewards = tf.clip_by_value(rewards, -1.0, 1.0)
+            rewards = rewards * hp.reward_scale
+            T = tf.shape(actions)[0]
+            with tf.device(self.device):
+                with tf.GradientTape() as tape:
+                    out = net.unroll(obs, initial_state, resets)
+                    logits, q = out.policy_params[:T], out.q_values[:T]
+                    bootstrap = tf.stop_gradient(out.value[-1]) if replayed else bootstrap_value
+                    avg_logits = avg_net.unroll(obs[:T], initial_state, resets[:T]).policy_params
+                    loss, parts = acer_math.acer_loss(
+                        tf.nn.softmax(logits), tf.nn.softmax(avg_logits), behaviour_probs, q, actions, rewards,
+                        terminated, truncated, valid, bootstrap, hp.gamma, hp.acer_c, hp.acer_delta, hp.value_coef,
+                        hp.entropy_beta, hp.acer_trust_region)
+                grads = tape.gradient(loss, net.trainable_variables)
+                clipped, grad_norm = tf.clip_by_global_norm(grads, hp.max_grad_norm)
+                finite = tf.math.is_finite(grad_norm) & tf.math.is_finite(loss)
+
+                def apply_and_average():
+                    optimizer.apply(clipped, net.trainable_variables, learning_rate)
+                    for avg, shared in zip(avg_net.variables, net.variables):
+                        avg.assign(hp.acer_avg_decay * avg + (1.0 - hp.acer_avg_decay) * shared)
+                    return tf.constant(True)
+                tf.cond(finite, apply_and_average, lambda: tf.constant(False))
+            return dict(loss=loss, grad_norm=grad_norm, applied=finite, **parts)
+        obs_spec = tf.TensorSpec(tb + list(net.obs_spec.shape), net.obs_spec.dtype)
+        signature = [obs_spec, tf.TensorSpec(tb, tf.int32), tf.TensorSpec(tb, tf.float32),
+                     tf.TensorSpec(tb, tf.bool), tf.TensorSpec(tb, tf.bool), tf.TensorSpec(tb, tf.bool),
+                     tf.TensorSpec(tb, tf.bool), tf.TensorSpec([None, net.state_size], tf.float32),
+                     tf.TensorSpec(tb + [self.action_spec.size], tf.float32), tf.TensorSpec([None], tf.float32),
+                     tf.TensorSpec([], tf.float32)]
+        self.acer_updates[key] = tf.function(update, input_signature=signature, jit_compile=hp.jit_compile)
+        return self.acer_updates[key]
+
+    def train_on(self, rollout, learning_rate: float, thread: int = 0) -> dict:
+        """One on-policy update, the rollout into the thread's memory, Poisson(replay ratio) off-policy updates.
+        The metrics are the on-policy update's, plus acer's: off_policy_updates, replay_size, the off-policy
+        updates' mean rho / rho_truncated / trust_region_kl / trust_region_scale, and the seconds of each kind."""
+        hp = self.hp
+        if rollout.behaviour_params is None:
+            raise ValueError("ACER needs the rollout's behaviour_params (mu); the policy gave none")
+        lr = np.float32(learning_rate)
+        optimizer_index = thread % len(self.optimizers)
+        logits = rollout.behaviour_params
+        mu = np.exp(logits - logits.max(-1, keepdims=True))
+        mu = (mu / mu.sum(-1, keepdims=True)).astype(np.float32)
+        t0 = time.perf_counter()
+        result = self._acer_update(False, optimizer_index)(
+            rollout.obs, rollout.actions, rollout.rewards, rollout.terminated, rollout.truncated, rollout.valid,
+            rollout.resets, rollout.initial_state, mu, rollout.bootstrap_value, lr)
+        metrics = {k: v.numpy() for k, v in result.items()}
+        t1 = time.perf_counter()
+        T, B = rollout.actions.shape
+        memory = self.memories[thread]
+        if memory is None:
+            memory = self.memories[thread] = replay.ReplayMemory(
+                hp.replay_capacity // B, B, T, self.net.obs_spec.shape, self.net.obs_spec.dtype,
+                self.action_spec.size, self.net.state_size)
+        memory.add(rollout.obs, rollout.actions, rollout.rewards, rollout.terminated, rollout.truncated,
+                   rollout.valid, rollout.resets, rollout.initial_state, mu)
+        rng = self.rngs[thread]
+        n = int(rng.poisson(hp.replay_ratio)) if len(memory) >= hp.replay_start and memory.sampleable() else 0
+        off = []
+        for _ in range(n):
+            batch = memory.sample(rng)
+            off.append(self._acer_update(True, optimizer_index)(
+                batch.obs, batch.actions, batch.rewards, batch.terminated, batch.truncated, batch.valid,
+                batch.resets, batch.initial_state, batch.behaviour_probs, np.zeros(B, np.float32), lr))
+        source = [{k: v.numpy() for k, v in o.items()} for o in off] or [metrics]
+        for key in ("rho", "rho_truncated", "trust_region_kl", "trust_region_scale"):
+            metrics[key] = float(np.mean([m[key] for m in source]))
+        metrics.update(off_policy_updates=n, replay_size=len(memory), on_policy_s=t1 - t0,
+                       replay_s=time.perf_counter() - t1)
+        return metrics
+
+    def graphs(self) -> dict:
+        return {"act": self.act.get_concrete_function().graph,
+                "acer_update": self._acer_update(False, 0).get_concrete_function().graph}
+
+    def checkpoint_objects(self) -> dict:
+        return dict(super().checkpoint_objects(), avg_model=self.avg_net)

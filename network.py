@@ -44,6 +44,7 @@ class AgentOutput(NamedTuple):
     policy_params: tf.Tensor  # [B, P] float32: logits (discrete), or mean and log-std (Box); see distributions.py
     value: tf.Tensor  # [B] float32, V(s)
     state: tf.Tensor  # [B, S] float32 recurrent state after this step (S = 0 for feed-forward nets)
+    q_values: tf.Tensor | None = None  # [B, A] float32, Q(s, .) (ACER's Q head; None without one)
 
 
 def compute_device() -> str:
@@ -197,7 +198,8 @@ class PolicyValueNet(keras.Model):
     `state_size` is 0 for the feed-forward nets and 2 * units for an LSTM core (state = [h, c])."""
 
     def __init__(self, action: ActionSpec | int, kind: str = "a3c", precision: str = "float32",
-                 space_to_depth: bool = True, obs: ObsSpec = ATARI_OBS, normalize_obs: bool = False, **kwargs):
+                 space_to_depth: bool = True, obs: ObsSpec = ATARI_OBS, normalize_obs: bool = False,
+                 q_head: bool = False, **kwargs):
         super().__init__(**kwargs)
         kind = resolve_kind(kind, obs)
         if precision not in PRECISIONS:
@@ -251,7 +253,13 @@ class PolicyValueNet(keras.Model):
             action.size, name="policy", kernel_initializer=keras.initializers.Orthogonal(0.01))
         if not action.is_discrete:  # the Gaussian's log-std: learned, the same in every state; std 1 at start
             self.log_std = self.add_weight(name="log_std", shape=(action.size,), initializer="zeros")
-        self.value_head = keras.layers.Dense(1, name="value", kernel_initializer=keras.initializers.Orthogonal(1.0))
+        self.q_head = q_head
+        if q_head:  # ACER: Q(s, .) for every action, and V(s) = sum_a pi(a|s) Q(s, a) instead of a value head
+            if not action.is_discrete:
+                raise ValueError("a Q head needs discrete actions")
+            self.q_values_head = keras.layers.Dense(action.size, name="q", kernel_initializer=keras.initializers.Orthogonal(1.0))
+        else:
+            self.value_head = keras.layers.Dense(1, name="value", kernel_initializer=keras.initializers.Orthogonal(1.0))
 
     def initial_state(self, batch_size: int) -> tf.Tensor:
         return tf.zeros([batch_size, self.state_size], tf.float32)
@@ -292,12 +300,16 @@ class PolicyValueNet(keras.Model):
             self.obs_norm.update(tf.reshape(tf.cast(obs, tf.float32), [-1, self.obs_spec.shape[0]]),
                                  tf.reshape(mask, [-1]))
 
-    def _heads(self, x) -> tuple[tf.Tensor, tf.Tensor]:
+    def _heads(self, x) -> tuple:
+        """(policy params, value, Q values or None)."""
         policy_x, value_x = tf.split(x, 2, axis=-1) if self.mlp else (x, x)
         params = self.policy_head(policy_x)
         if not self.action_spec.is_discrete:
             params = tf.concat([params, tf.broadcast_to(self.log_std, tf.shape(params))], -1)
-        return params, tf.squeeze(self.value_head(value_x), -1)
+        if self.q_head:
+            q = self.q_values_head(value_x)
+            return params, tf.reduce_sum(tf.nn.softmax(params) * q, -1), q
+        return params, tf.squeeze(self.value_head(value_x), -1), None
 
     def call(self, obs, state=None) -> AgentOutput:
         """One step for a batch: observations `[B, *obs_shape]`, state `[B, S]` (None = zeros) -> AgentOutput."""
@@ -306,7 +318,8 @@ class PolicyValueNet(keras.Model):
             state = tf.zeros([tf.shape(obs)[0], self.state_size], tf.float32)
         if self.lstm_units:
             x, state = self.lstm(self.lstm_input_norm(x), state)
-        return AgentOutput(*self._heads(x), state)
+        params, value, q = self._heads(x)
+        return AgentOutput(params, value, state, q)
 
     def unroll(self, obs, initial_state, resets) -> AgentOutput:
         """T steps of B envs: observations `[T, B, *obs_shape]`, state before step 0 `[B, S]`, resets `[T, B]`
@@ -329,15 +342,16 @@ class PolicyValueNet(keras.Model):
             x = outputs.stack()
         else:
             x = tf.reshape(x, [T, B, x.shape[-1]])
-        return AgentOutput(*self._heads(x), state)
+        params, value, q = self._heads(x)
+        return AgentOutput(params, value, state, q)
 
 
 def build_network(action: ActionSpec | int, kind: str = "a3c", device: str | None = None,
                   precision: str = "float32", space_to_depth: bool = True, obs: ObsSpec = ATARI_OBS,
-                  normalize_obs: bool = False) -> PolicyValueNet:
+                  normalize_obs: bool = False, q_head: bool = False) -> PolicyValueNet:
     """Create the network for `obs` -> `action` (an int A = A discrete actions) with its variables on `device`
     (default: compute_device())."""
     with tf.device(device or compute_device()):
-        net = PolicyValueNet(action, kind, precision, space_to_depth, obs, normalize_obs)
+        net = PolicyValueNet(action, kind, precision, space_to_depth, obs, normalize_obs, q_head)
         net(tf.zeros((1,) + tuple(obs.shape), obs.dtype))  # build the variables on that device
     return net

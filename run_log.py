@@ -5,7 +5,8 @@ for each update); the trainer's main thread calls `show` twice a second and `wri
 
 TensorBoard: charts/episode_return, charts/episode_length, charts/mean_return_100, charts/steps_per_second,
 charts/learning_rate, charts/episodes, charts/skipped_updates, charts/policy_lag_updates, losses/policy,
-vtrace/rho and vtrace/rho_clipped_fraction (with --off-policy-correction vtrace),
+learner/<metric> for what an algorithm reports beyond the common losses (V-trace's rho, ACER's
+off_policy_updates, replay_size, rho, rho_truncated, trust_region_kl, trust_region_scale, on_policy_s, replay_s),
 losses/value, losses/entropy, losses/grad_norm, time/{env,inference,train,other}_fraction and the config as
 text; with several rollout lengths t_max_N/{updates,policy,value,entropy,grad_norm} per length; weight and
 gradient histograms (weights/..., gradients/...) every --histogram-interval-updates; the learner's graphs
@@ -36,6 +37,11 @@ RETURN_WINDOW = 100  # episodes in the "mean recent return" (A3G / DQN protocol)
 PROGRESS_FIELDS = ["env_steps", "wall_time_s", "episodes", "updates", "mean_return", "mean_length",
                    "steps_per_second", "learning_rate", "policy", "value", "entropy", "grad_norm", "advantage",
                    "policy_lag", "skipped_updates", "time_env", "time_inference", "time_train", "time_other"]
+
+
+# Metrics every learner reports; any others (V-trace's rho, ACER's off-policy updates and trust region, ...) go to
+# TensorBoard as learner/<name>, averaged over the updates of a row.
+COMMON_METRICS = {"loss", "policy", "value", "entropy", "advantage", "grad_norm", "applied", "iteration"}
 
 
 class Telemetry(NamedTuple):
@@ -190,10 +196,9 @@ class RunLog:
                         tf.summary.scalar(f"losses/{key}", row[key])
                     self._write_per_t_max(telemetry)
                     tf.summary.scalar("charts/policy_lag_updates", row["policy_lag"])
-                    if "rho" in telemetry[0].metrics:  # --off-policy-correction vtrace
-                        tf.summary.scalar("vtrace/rho", float(np.mean([t.metrics["rho"] for t in telemetry])))
-                        tf.summary.scalar("vtrace/rho_clipped_fraction",
-                                          float(np.mean([t.metrics["rho_clipped"] for t in telemetry])))
+                    for key in sorted(set(telemetry[-1].metrics) - COMMON_METRICS):  # the algorithm's own
+                        values = [t.metrics[key] for t in telemetry if key in t.metrics]
+                        tf.summary.scalar(f"learner/{key}", float(np.mean(values)))
                     for key in ("env", "inference", "train", "other"):
                         tf.summary.scalar(f"time/{key}_fraction", row[f"time_{key}"])
                 while self.histograms:

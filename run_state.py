@@ -56,6 +56,8 @@ def open_run(hp: HParams, specs: tuple, store: CheckpointStore, run_log: RunLog,
         check_compatible(saved_config, hp, hp.logdir)
         check_specs(saved_config, hp, specs, hp.logdir)
     learner = make_learner(hp, action_spec, obs=obs_spec)
+    for line in getattr(learner, "startup_lines", ()):  # e.g. ACER's replay memory budget
+        log(line)
     resumed = store.resume(learner.checkpoint_objects())
     if resumed:
         counters.env_steps = counters.claimed_steps = resumed.counts.env_steps

@@ -38,7 +38,7 @@ def test_the_saved_model_acts_like_the_checkpoint(exported):
         reset = np.array([t == 0, t in (0, 3), t == 0])
         seed = np.array([7, t], np.int32)
         for greedy in (True, False):
-            a_ckpt, v_ckpt, s_ckpt = (np.asarray(x) for x in learner.policy(greedy)(obs, state_ckpt, reset, seed))
+            a_ckpt, v_ckpt, s_ckpt, *_ = (np.asarray(x) for x in learner.policy(greedy)(obs, state_ckpt, reset, seed))
             a_saved, v_saved, s_saved = (np.asarray(x) for x in loaded.policy(greedy)(obs, state_saved, reset, seed))
             np.testing.assert_array_equal(a_saved, a_ckpt)
             np.testing.assert_allclose(v_saved, v_ckpt, rtol=1e-5, atol=1e-5)

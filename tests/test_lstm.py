@@ -100,10 +100,10 @@ class RecordingPolicy:
         self.values, self.states = [], []
 
     def __call__(self, obs, state, reset, seed):
-        actions, values, new_state, log_probs = (np.asarray(x) for x in self.policy(obs, state, reset, seed))
+        actions, values, new_state, *behaviour = (np.asarray(x) for x in self.policy(obs, state, reset, seed))
         self.values.append(values)
         self.states.append(new_state)
-        return actions, values, new_state, log_probs
+        return actions, values, new_state, *behaviour
 
 
 def test_unrolled_train_forward_equals_step_by_step_acting():

@@ -1,0 +1,136 @@
+"""--algorithm acer on the trainer: the learner's replay and updates, the average network, checkpoints, the command
+line (train, resume, evaluate) and its bad input. The math is tests/test_acer_math.py's; the memory replay's."""
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import fakes
+import hparams
+from batch_agents import BatchAgents
+from helpers import cli_env, file_hashes, one_error_line, run
+from learner import ACERLearner, make_learner
+from specs import discrete
+
+SMOKE = ["--preset", "smoke", "--no-progress-bar"]  # fake env: 2 threads x 4 envs x t_max 5
+
+
+def _hp(**overrides):
+    base = dict(env_id="ALE/Pong-v5", network="a3c", threads=1, envs_per_thread=4, t_max=5, algorithm="acer",
+                replay_capacity=200, replay_start=60, replay_ratio=4.0, total_env_steps=10_000, logdir="/tmp/unused",
+                lr_schedule="constant")
+    return hparams.validate(dataclasses.replace(hparams.HParams(), **{**base, **overrides}))
+
+
+def _agents(hp):
+    return BatchAgents(fakes.make_env(0, hp.envs_per_thread), seed=0)
+
+
+def test_learner_replays_after_replay_start_and_reports_its_metrics():
+    hp = _hp()
+    learner = make_learner(hp, discrete(6))
+    assert isinstance(learner, ACERLearner) and learner.net.q_head and "replay: 1 threads x 200" in learner.startup_lines[0]
+    agents = _agents(hp)
+    counts = []
+    for i in range(8):  # 20 transitions per rollout: replay starts after 3 rollouts (60)
+        rollout, _ = agents.collect(learner.policy(), hp.t_max)
+        assert rollout.behaviour_params.shape == (5, 4, 6)  # mu(.|s) of every step, from act
+        m = learner.train_on(rollout, 1e-4)
+        assert m["applied"] and np.isfinite(m["loss"])
+        assert m["replay_size"] == min(20 * (i + 1), 200)
+        counts.append(m["off_policy_updates"])
+        for key in ("rho", "rho_truncated", "trust_region_kl", "trust_region_scale", "on_policy_s", "replay_s"):
+            assert np.isfinite(m[key]), key
+    assert counts[:2] == [0, 0] and sum(counts[3:]) > 0  # Poisson(4) draws, once 60 transitions are held
+
+
+def test_average_network_follows_the_weights_by_polyak_averaging():
+    hp = _hp(replay_ratio=0.0, acer_avg_decay=0.9)
+    learner = make_learner(hp, discrete(6))
+    agents = _agents(hp)
+    before = [v.numpy() for v in learner.avg_net.variables]
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, learner.net.variables))  # starts equal
+    rollout, _ = agents.collect(learner.policy(), hp.t_max)
+    learner.train_on(rollout, 1e-3)
+    for old, avg, shared in zip(before, learner.avg_net.variables, learner.net.variables):
+        np.testing.assert_allclose(avg.numpy(), 0.9 * old + 0.1 * shared.numpy(), rtol=1e-5, atol=1e-7)
+    assert any(not np.array_equal(old, v.numpy()) for old, v in zip(before, learner.net.variables))
+    objects = learner.checkpoint_objects()
+    assert objects["avg_model"] is learner.avg_net  # saved: a resume keeps the trust region's anchor
+
+
+def test_on_policy_rho_is_one_and_replayed_rho_moves_once_the_weights_change():
+    hp = _hp(replay_ratio=0.0, learning_rate=1e-2)
+    learner = make_learner(hp, discrete(6))
+    agents = _agents(hp)
+    rollout, _ = agents.collect(learner.policy(), hp.t_max)
+    m = learner.train_on(rollout, 1e-2)
+    assert m["rho"] == pytest.approx(1.0, abs=1e-5)  # mu is the policy that acted: the same weights
+    m = learner.train_on(rollout, 1e-2)  # the same rollout again, after an update: now off-policy
+    assert abs(m["rho"] - 1.0) > 1e-4
+
+
+@pytest.fixture(scope="module")
+def acer_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("acer")
+    logdir = root / "run"
+    args = SMOKE + ["--algorithm", "acer", "--logdir", logdir, "--total-env-steps", 400, "--replay-capacity", 200,
+                    "--replay-start", 40]
+    code, out, err = run("a3c.py", args, root, cli_env(), "train", timeout=180)
+    assert code == 0, err
+    return root, logdir, out
+
+
+def test_cli_trains_resumes_and_evaluates_an_acer_run(acer_run):
+    root, logdir, out = acer_run
+    assert re.search(r"replay: 2 threads x 200 transitions x [\d,]+ bytes", out)
+    assert "saved " in out and "400 env steps" in out
+    code, out, err = run("a3c.py", SMOKE + ["--algorithm", "acer", "--logdir", logdir, "--total-env-steps", 600,
+                                            "--replay-capacity", 200, "--replay-start", 40], root, cli_env(),
+                         "resume", timeout=180)
+    assert code == 0 and "resuming from step 400" in out and "600 env steps" in out, err
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(logdir / "checkpoints")))
+    assert any(name.startswith("avg_model/") for name in reader.get_variable_to_shape_map())
+    code, out, err = run("a3c_test.py", ["--model", logdir, "--out", root / "eval", "--episodes", 1, "--record", 0,
+                                         "--max-steps", 100], root, cli_env(fake=False), "eval", timeout=180)
+    assert code == 0 and (root / "eval" / "scores.json").exists(), err  # the Q-head net loads for evaluation
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--replay-ratio", "-1"], "--replay-ratio must be >= 0"),
+    (["--acer-c", "0"], "--acer-c must be > 0"),
+    (["--acer-delta", "-1"], "--acer-delta must be > 0"),
+    (["--replay-capacity", "30"], "--replay-capacity 30 holds less than two rollouts of 5 steps x 4 envs"),
+    (["--replay-capacity", str(10**12)], "GiB of replay, but"),
+    (["--executor", "ray"], "--algorithm acer runs on --executor local"),
+])
+def test_acer_bad_input_is_one_line_and_touches_nothing(acer_run, tmp_path, args, words):
+    _, logdir, _ = acer_run
+    before = file_hashes(logdir / "checkpoints")
+    code, out, err = run("a3c.py", SMOKE + ["--algorithm", "acer", "--logdir", logdir, *args], tmp_path, cli_env(),
+                         timeout=120)
+    assert code == 2 and words in one_error_line(err)
+    assert file_hashes(logdir / "checkpoints") == before
+
+
+def test_a3c_and_acer_checkpoints_do_not_resume_as_each_other(acer_run, tmp_path):
+    _, logdir, _ = acer_run
+    before = file_hashes(logdir / "checkpoints")
+    code, out, err = run("a3c.py", SMOKE + ["--logdir", logdir], tmp_path, cli_env(), timeout=120)  # as a3c
+    assert code == 2 and "algorithm" in one_error_line(err)
+    assert file_hashes(logdir / "checkpoints") == before
+    a3c_dir = tmp_path / "a3c"
+    assert run("a3c.py", SMOKE + ["--logdir", a3c_dir, "--total-env-steps", 40], tmp_path, cli_env())[0] == 0
+    code, out, err = run("a3c.py", SMOKE + ["--logdir", a3c_dir, "--algorithm", "acer"], tmp_path, cli_env())
+    assert code == 2 and "algorithm" in one_error_line(err)
+
+
+def test_acer_refuses_continuous_actions_and_recurrent_networks(tmp_path):
+    code, out, err = run("a3c.py", ["--env-id", "Pendulum-v1", "--algorithm", "acer", "--logdir", tmp_path / "run",
+                                    "--no-progress-bar", "--envs-per-thread", 4], tmp_path, cli_env(fake=False))
+    assert code == 2 and "--algorithm acer needs discrete actions" in one_error_line(err)
+    code, out, err = run("a3c.py", SMOKE + ["--algorithm", "acer", "--network", "a3c-lstm", "--logdir",
+                                            tmp_path / "lstm"], tmp_path, cli_env())
+    assert code == 2 and "--algorithm acer needs a feed-forward --network" in one_error_line(err)
