@@ -118,7 +118,9 @@ def main(argv=None) -> int:
     def train_only(i):
         learner.train_on(rollouts[i], 1e-12)  # full cost of an update; a ~zero step keeps the weights sane
         return hp.t_max * B
-    train_only(0)  # trace the train step before the clock runs
+    for _ in range(10):  # trace the update functions before the clock runs (ACER's replayed one: at its first replay)
+        if learner.train_on(rollouts[0], 1e-12).get("off_policy_updates", 1):
+            break
     train_only_sps = _run_threads(train_only, hp.threads, args.seconds / 2, args.warmup / 2)
     ceiling = (1 / bare_sps) / (1 / bare_sps + 1 / act_fps + 1 / train_only_sps)
     print(f"network only: act {act_fps:,.0f} frames/s, update {train_only_sps:,.0f} samples/s -> "
@@ -144,6 +146,12 @@ def main(argv=None) -> int:
         result["split"] = {k: sum(getattr(x, f"{k}_s") for x in tel) / total for k in ("env", "inference", "train")}
         result["split"]["other"] = 1.0 - sum(result["split"].values())
         result["policy_lag"] = float(np.mean([x.policy_lag for x in tel])) if tel else float("nan")
+        if tel and "replay_s" in tel[0].metrics:  # ACER: how the update time splits between on-policy and replay
+            on, off = (sum(x.metrics[k] for x in tel) for k in ("on_policy_s", "replay_s"))
+            result["acer"] = dict(on_policy_fraction=round(on / max(on + off, 1e-9), 3),
+                                  replay_fraction=round(off / max(on + off, 1e-9), 3),
+                                  off_policy_updates_per_rollout=round(float(np.mean(
+                                      [x.metrics["off_policy_updates"] for x in tel])), 2))
         trainer.stop_event.set()
     threading.Thread(target=measure, daemon=True).start()
     trainer.run()
@@ -161,7 +169,8 @@ def main(argv=None) -> int:
                ceiling_ratio=round(ceiling, 3),
                peak_rss_gib=round(peak_rss_gib, 2),
                train_time_split={k: round(v, 3) for k, v in result["split"].items()},
-               policy_lag_updates=round(result["policy_lag"], 2))
+               policy_lag_updates=round(result["policy_lag"], 2), algorithm=hp.algorithm,
+               acer_update_split=result.get("acer"))
     print(f"\n{'phase':<18}{'env steps/s':>12}")
     print(f"{'bare env':<18}{bare_sps:>12,.0f}")
     print(f"{'env + inference':<18}{infer_sps:>12,.0f}")
@@ -172,6 +181,10 @@ def main(argv=None) -> int:
     print(f"ratio training / bare: {out['ratio']:.2f}   peak RSS: {peak_rss_gib:.2f} GiB   "
           f"policy lag: {out['policy_lag_updates']} updates")
     print("training time split per thread: " + ", ".join(f"{k} {v:.0%}" for k, v in result["split"].items()))
+    if result.get("acer"):
+        a = result["acer"]
+        print(f"ACER update time: on-policy {a['on_policy_fraction']:.0%}, replay {a['replay_fraction']:.0%} "
+              f"({a['off_policy_updates_per_rollout']} off-policy updates per rollout)")
     print(json.dumps(out))
     if args.json:
         with open(args.json, "w") as f:

@@ -228,6 +228,10 @@ PRESETS: dict[str, dict] = {
     # The A3C paper's LSTM agent on the same Pong settings, so the two rows of README's results compare.
     "pong-lstm": dict(env_id="ALE/Pong-v5", logdir="runs/pong-lstm", envs_per_thread=16, network="a3c-lstm",
                       total_env_steps=10_000_000),
+    # ACER on Pong with OpenAI baselines' ACER settings where ours differ: 20-step rollouts (Retrace needs traces),
+    # replay ratio 4, global-norm clip 10. Untuned: one run so far (README, ACER).
+    "pong-acer": dict(env_id="ALE/Pong-v5", logdir="runs/pong-acer", envs_per_thread=16, t_max=20, algorithm="acer",
+                      max_grad_norm=10.0, total_env_steps=10_000_000),
     "breakout": dict(env_id="ALE/Breakout-v5", logdir="runs/breakout", total_env_steps=40_000_000),
     # --- beyond Atari (README, Beyond Atari). Gymnasium envs keep their registered time limits; rewards are not
     # clipped (the scores are small and their size matters). Figures measured on this 2-core machine are in README.

@@ -134,3 +134,16 @@ def test_acer_refuses_continuous_actions_and_recurrent_networks(tmp_path):
     code, out, err = run("a3c.py", SMOKE + ["--algorithm", "acer", "--network", "a3c-lstm", "--logdir",
                                             tmp_path / "lstm"], tmp_path, cli_env())
     assert code == 2 and "--algorithm acer needs a feed-forward --network" in one_error_line(err)
+
+
+def test_benchmark_reports_acer_time_split_between_on_policy_and_replay(tmp_path):
+    import json
+    out = tmp_path / "bench.json"
+    code, stdout, err = run("benchmark.py", ["--preset", "smoke", "--algorithm", "acer", "--replay-start", 40,
+                                             "--replay-capacity", 200, "--seconds", 8, "--warmup", 4, "--json", out],
+                            tmp_path, cli_env(fake=False), timeout=240)
+    assert code == 0, err[-2000:]
+    split = json.loads(out.read_text())["acer_update_split"]
+    assert split["on_policy_fraction"] + split["replay_fraction"] == pytest.approx(1.0, abs=2e-3)
+    assert split["replay_fraction"] > 0 and split["off_policy_updates_per_rollout"] > 0  # replay did run
+    assert "ACER update time: on-policy" in stdout
