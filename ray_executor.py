@@ -50,6 +50,7 @@ MAX_WORKER_RESTARTS = 5  # per worker; a worker that keeps dying is a bug, not b
 MAX_CONSECUTIVE_NONFINITE = 10  # as a3c.py: skipped updates in a row from one thread before the run is diverged
 TICK_S = 0.5  # driver: how often it asks the server for the counts (bar, logs, checkpoints)
 JOIN_TIMEOUT_S = 30.0  # at exit, how long to wait for workers to finish their rollouts
+RESTART_TIMEOUT_S = 180.0  # how long a dead worker may take to come back (it rebuilds its envs and network)
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -398,16 +399,28 @@ class Driver:
     def _loop(self, ray, server, workers) -> int:
         from tqdm import tqdm
         hp = self.hp
-        runs = {w.run.remote(): i for i, w in enumerate(workers)}
+        runs = {w.run.remote(): i for i, w in enumerate(workers)}  # each worker's training call
+        probes = {}  # after a death: a where() call that returns once Ray has the worker back
+        recovering = {}  # worker -> (time of its death, time to send the next probe)
         restarts = [0] * len(workers)
         errors, pushes = [], 0
         bar = tqdm(total=hp.total_env_steps, unit="step", unit_scale=True, dynamic_ncols=True,
                    disable=not hp.progress_bar, file=sys.stderr)
         try:
             stop = False
-            while runs:
-                ready, _ = ray.wait(list(runs), num_returns=1, timeout=TICK_S)
+            while runs or recovering:
+                ready, _ = ray.wait(list(runs) + list(probes), num_returns=1, timeout=TICK_S)
                 for ref in ready:
+                    if ref in probes:  # the restarted worker answers: give it its training call back
+                        i = probes.pop(ref)
+                        try:
+                            ray.get(ref)
+                        except ray.exceptions.RayActorError:
+                            recovering[i] = (recovering[i][0], time.monotonic() + 1.0)  # not up yet: ask again
+                            continue
+                        del recovering[i]
+                        runs[workers[i].run.remote()] = i
+                        continue
                     i = runs.pop(ref)
                     try:
                         pushes += ray.get(ref)
@@ -419,10 +432,20 @@ class Driver:
                             continue
                         self.log(f"rollout worker {i} died ({_cause(e)}); Ray restarts it "
                                  f"(restart {restarts[i]} of {MAX_WORKER_RESTARTS})")
-                        runs[workers[i].run.remote()] = i
+                        recovering[i] = (time.monotonic(), time.monotonic())
                     except ray.exceptions.RayTaskError as e:
                         errors.append(f"rollout worker {i} failed: {_cause(e)}")
                         stop = True
+                now = time.monotonic()
+                for i, (died, probe_at) in list(recovering.items()):
+                    if now - died > RESTART_TIMEOUT_S:
+                        errors.append(f"rollout worker {i} did not come back within {RESTART_TIMEOUT_S:.0f} s of "
+                                      f"its death")
+                        stop = True
+                        del recovering[i]
+                    elif probe_at <= now and i not in probes.values():
+                        probes[workers[i].where.remote()] = i
+                        recovering[i] = (died, float("inf"))  # the next probe is scheduled when this one fails
                 stop |= self.signal_received is not None
                 try:
                     steps, episodes, mean_return, done = ray.get(server.tick.remote(stop))
@@ -430,8 +453,9 @@ class Driver:
                     return self._server_died(e)
                 bar.update(min(steps, hp.total_env_steps) - bar.n)
                 bar.set_postfix(ret=mean_return, eps=episodes, refresh=False)
-                if stop and runs:
-                    pushes += self._join(ray, runs, workers)
+                if stop:
+                    if runs:
+                        pushes += self._join(ray, runs, workers)
                     break
         finally:
             bar.close()

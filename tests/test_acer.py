@@ -140,7 +140,7 @@ def test_benchmark_reports_acer_time_split_between_on_policy_and_replay(tmp_path
     import json
     out = tmp_path / "bench.json"
     code, stdout, err = run("benchmark.py", ["--preset", "smoke", "--algorithm", "acer", "--replay-start", 40,
-                                             "--replay-capacity", 200, "--seconds", 8, "--warmup", 4, "--json", out],
+                                             "--replay-capacity", 200, "--seconds", 4, "--warmup", 3, "--json", out],
                             tmp_path, cli_env(fake=False), timeout=240)
     assert code == 0, err[-2000:]
     split = json.loads(out.read_text())["acer_update_split"]

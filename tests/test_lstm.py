@@ -198,5 +198,5 @@ def test_the_cell_sees_the_same_input_whatever_the_torso_scale():
     net.hidden.bias.assign(net.hidden.bias * 100.0)
     after = net(obs, state)
     assert float(tf.reduce_max(net.torso(obs))) > 10.0  # the features really are large now
-    for a, b in zip(before, after):
+    for a, b in zip(before[:3], after[:3]):  # policy, value, state (no Q head here)
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-2, atol=2e-3)  # O(1) if the cell saturated
