@@ -126,7 +126,14 @@ def env_factory(hp: HParams) -> envs.EnvFactory:
     return envs.factory_from_environment() or envs.vector_env_factory(hp)
 
 
-class ParameterServer:
+class _Actor:
+    def where(self) -> tuple[int, str]:
+        """(pid, node address) of the actor's process: for the console, and to kill it in tests."""
+        import ray
+        return os.getpid(), ray.util.get_node_ip_address()
+
+
+class ParameterServer(_Actor):
     """The run's shared state. Created on the driver's node; methods run one at a time (max_concurrency 1)."""
 
     def __init__(self, hp: HParams, specs: tuple):
@@ -142,10 +149,6 @@ class ParameterServer:
         self.weights_ref = self.weights_version = None
         self.last_log = self.last_ckpt = time.time()
         self.last_steps = 0
-
-    def where(self) -> tuple[int, str]:
-        import ray
-        return os.getpid(), ray.util.get_node_ip_address()
 
     def open(self) -> tuple[HParams, list[str]]:
         """Check and resume the run directory (as the local trainer does); (resolved hp, lines for the console)."""
@@ -238,7 +241,7 @@ class ParameterServer:
         return self.errors, failure, path, closing
 
 
-class RolloutWorker:
+class RolloutWorker(_Actor):
     """--threads learner threads, each with its own vector env, acting with this worker's copy of the weights."""
 
     def __init__(self, hp: HParams, index: int, server_name: str, specs: tuple):
@@ -273,10 +276,6 @@ class RolloutWorker:
 
     def global_thread(self, i: int) -> int:
         return self.index * self.hp.threads + i
-
-    def where(self) -> tuple[int, str]:
-        import ray
-        return os.getpid(), ray.util.get_node_ip_address()
 
     def pull(self, learner) -> int:
         """Fetch the newest weights into `learner` (skipped when it has them); their version."""

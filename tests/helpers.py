@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 import a3c
 import envs
 import fakes
@@ -114,3 +116,15 @@ def progress_rows(logdir) -> list[dict]:
     import csv
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def random_episode_ends(rng, T: int, B: int, both_flags: bool):
+    """Rewards [T, B] float32 and terminated / truncated [T, B] bool for the math tests: ~20% of steps end an
+    episode each way; with both_flags, ~10% more are truncated as well as terminated (terminated must win)."""
+    rewards = rng.normal(size=(T, B)).astype(np.float32)
+    terminated = rng.random((T, B)) < 0.2
+    truncated = (rng.random((T, B)) < 0.2) & ~terminated
+    if both_flags:
+        truncated |= rng.random((T, B)) < 0.1
+    return rewards, terminated, truncated
+

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 import a3c_math
 from distributions import Categorical
+from helpers import random_episode_ends
 
 CAT = Categorical(6)  # its math does not depend on the number of actions
 
@@ -48,11 +49,7 @@ def np_gae(rewards, terminated, truncated, values, bootstrap_value, gamma, lambd
 
 def random_rollout(seed, T=7, B=5):
     rng = np.random.default_rng(seed)
-    rewards = rng.normal(size=(T, B)).astype(np.float32)
-    terminated = rng.random((T, B)) < 0.2
-    truncated = (rng.random((T, B)) < 0.2) & ~terminated
-    if seed % 2:  # odd seeds: also both flags at once (terminated must win)
-        truncated |= rng.random((T, B)) < 0.1
+    rewards, terminated, truncated = random_episode_ends(rng, T, B, both_flags=seed % 2 == 1)
     values = rng.normal(size=(T, B)).astype(np.float32)
     bootstrap_value = rng.normal(size=(B,)).astype(np.float32)
     return rewards, terminated, truncated, values, bootstrap_value

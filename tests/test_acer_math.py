@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import a3c_math
 import acer_math
+from helpers import random_episode_ends
 
 RANK_ERRORS = (ValueError, tf.errors.InvalidArgumentError)
 F, T_ = False, True
@@ -59,11 +60,7 @@ def take(x, actions):
 
 def random_rollout(seed, T=6, B=4):
     rng = np.random.default_rng(seed)
-    rewards = rng.normal(size=(T, B)).astype(np.float32)
-    terminated = rng.random((T, B)) < 0.2
-    truncated = (rng.random((T, B)) < 0.2) & ~terminated
-    if seed % 2:  # odd seeds: also both flags at once (terminated must win)
-        truncated |= rng.random((T, B)) < 0.1
+    rewards, terminated, truncated = random_episode_ends(rng, T, B, both_flags=seed % 2 == 1)
     q_taken = rng.normal(size=(T, B)).astype(np.float32)
     values = rng.normal(size=(T, B)).astype(np.float32)
     rhos = np.exp(rng.normal(size=(T, B))).astype(np.float32)

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 import a3c_math
+from helpers import random_episode_ends
 
 RANK_ERRORS = (ValueError, tf.errors.InvalidArgumentError)
 F, T_ = False, True
@@ -41,11 +42,7 @@ def np_vtrace(log_rhos, rewards, terminated, truncated, values, bootstrap_value,
 
 def random_rollout(seed, T=7, B=5, log_rho_scale=1.0):
     rng = np.random.default_rng(seed)
-    rewards = rng.normal(size=(T, B)).astype(np.float32)
-    terminated = rng.random((T, B)) < 0.2
-    truncated = (rng.random((T, B)) < 0.2) & ~terminated
-    if seed % 2:  # odd seeds: also both flags at once (terminated must win)
-        truncated |= rng.random((T, B)) < 0.1
+    rewards, terminated, truncated = random_episode_ends(rng, T, B, both_flags=seed % 2 == 1)
     values = rng.normal(size=(T, B)).astype(np.float32)
     bootstrap_value = rng.normal(size=(B,)).astype(np.float32)
     log_rhos = (rng.normal(size=(T, B)) * log_rho_scale).astype(np.float32)
