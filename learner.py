@@ -147,12 +147,16 @@ class A3CLearner:
                     copy.assign(shared)
         return sync
 
+    def _learning_rewards(self, rewards):
+        """The rewards the loss sees: clipped to [-1, 1] with --clip-rewards, then times --reward-scale."""
+        if self.hp.clip_rewards:
+            rewards = tf.clip_by_value(rewards, -1.0, 1.0)
+        return rewards * self.hp.reward_scale
+
     def _loss_and_gradients(self, net, obs, actions, rewards, terminated, truncated, valid, resets, initial_state,
                             bootstrap_value, behaviour_log_probs, behaviour_params):
         hp = self.hp
-        if hp.clip_rewards:
-            rewards = tf.clip_by_value(rewards, -1.0, 1.0)
-        rewards = rewards * hp.reward_scale
+        rewards = self._learning_rewards(rewards)
         with tf.GradientTape() as tape:
             # From the state the rollout started with, resetting where act did: truncated BPTT over T.
             out = net.unroll(obs, initial_state, resets)
@@ -397,9 +401,7 @@ class ACERLearner(A3CLearner):
                    bootstrap_value, learning_rate):
             """One ACER update. Replayed batches hold T + 1 observations (s_T for the bootstrap, valued with the
             current weights); on-policy rollouts hold T and bring V(s_T) from acting."""
-            if hp.clip_rewards:
-                rewards = tf.clip_by_value(rewards, -1.0, 1.0)
-            rewards = rewards * hp.reward_scale
+            rewards = self._learning_rewards(rewards)
             T = tf.shape(actions)[0]
             with tf.device(self.device):
                 with tf.GradientTape() as tape:
