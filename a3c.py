@@ -34,7 +34,7 @@ from checkpoints import CheckpointStore, LogdirLock, prepare_writable_dir
 from errors import CheckpointError, ConfigError, RunError, first_line, warn
 from hparams import HParams, learning_rate_at
 from run_log import RunLog, Telemetry
-from run_state import Counters, open_run, report, summary
+from run_state import Counters, open_run, report, summary, target_reached
 from tf_setup import configure_tensorflow
 
 MAX_CONSECUTIVE_NONFINITE = 10  # skipped updates in a row before we call the run diverged
@@ -220,6 +220,9 @@ class Trainer:
                 if now - last_log >= hp.log_interval_s:
                     self._write_log(steps, (steps - last_steps) / (now - last_log))
                     last_log, last_steps = now, steps
+                    if (reached := target_reached(hp, self.run_log)) is not None:
+                        self.log(reached)
+                        self.stop_event.set()
                 if now - last_ckpt >= hp.checkpoint_interval_s:
                     self.save()
                     last_ckpt = now

@@ -67,6 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="env j is seeded with seed + j; also seeds sampling")
     p.add_argument("--env-id", "--env", dest="env_id", default=None,
                    help="evaluate on this env id instead of the one trained on (same flag as a3c.py's)")
+    p.add_argument("--repeat-action-probability", "--sticky-actions", dest="repeat_action_probability", type=float,
+                   default=None, metavar="P",
+                   help="sticky actions: the emulator repeats the previous action with probability P (0.25 is "
+                        "Machado et al.'s v5 protocol); default: as trained")
     p.add_argument("--record", type=int, default=1, help="record the first K episodes as mp4 and gif")
     p.add_argument("--max-steps", type=int, default=None,
                    help="safety cap: end an episode after this many agent steps (counted as truncated)")
@@ -75,6 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise ConfigError("pass --out DIR to evaluate or --export DIR to write a SavedModel (one of them)")
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.repeat_action_probability is not None and not 0.0 <= args.repeat_action_probability <= 1.0:
+        raise ConfigError(f"--repeat-action-probability must be in [0, 1], got {args.repeat_action_probability}")
     if args.record < 0:
         raise ConfigError(f"--record must be >= 0, got {args.record}")
     if args.max_steps is not None and args.max_steps < 1:
@@ -201,10 +207,12 @@ def evaluate(args) -> int:
     K = min(args.record, N)
     if args.record > N:
         warn(f"--record {args.record} > --episodes {N}: recording all {N} episodes")
-    # Evaluation plays full games; everything else (frameskip, sticky actions, no-ops, action set, network)
-    # stays as trained.
+    # Evaluation plays full games; everything else (frameskip, no-ops, action set, network, and sticky actions
+    # unless --repeat-action-probability asks for a robustness test) stays as trained.
+    sticky = saved_hp.repeat_action_probability if args.repeat_action_probability is None \
+        else args.repeat_action_probability
     hp = dataclasses.replace(saved_hp, env_id=env_id, episodic_life=False, seed=args.seed, progress_bar=False,
-                             devices="")  # one device: wherever it was trained, this machine evaluates it
+                             devices="", repeat_action_probability=sticky)  # devices: this machine's, not the run's
 
     configure_tensorflow(hp)
     from batch_agents import BatchAgents

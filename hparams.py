@@ -164,6 +164,9 @@ class HParams:
     rewards reach -16. Logged returns are always the raw score."""
     total_env_steps: int = 10_000_000
     """Agent steps summed over all envs (1 step = `frameskip` frames) before training stops."""
+    stop_at_mean_return: float | None = None
+    """Also stop (checkpoint, exit 0) once the mean raw return of the last 100 episodes reaches this, e.g. 18
+    for Pong; checked at every log row, needs 100 episodes. Unset: train to --total-env-steps."""
     seed: int = 0
     """Seeds TF and the envs (env j of thread i gets seed + i * envs_per_thread + j)."""
     deterministic_ops: bool = False
@@ -371,6 +374,9 @@ def parse_args(argv: list[str] | None = None) -> HParams:
     for f in dataclasses.fields(HParams):
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
+        optional = [a for a in typing.get_args(kind) if a is not type(None)]
+        if len(optional) == 1:  # `float | None`: the flag takes the value; leaving it out keeps None
+            kind = optional[0]
         if kind is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=docs.get(f.name, ""))

@@ -2,9 +2,11 @@
 
     python plot.py runs/pong                    # -> runs/pong/curves.png
     python plot.py runs/pong --out docs/pong    # -> docs/pong.png
+    python plot.py runs/a3c runs/acer --labels A3C,ACER --out docs/vs   # several runs on the same axes
 
 Reads RUN_DIR/progress.csv (written by a3c.py every --log-interval-s) and draws the mean raw episode return
 of the last 100 episodes against env steps, episodes and wall-clock training time, side by side in one PNG.
+With several run directories each gets its own colour and a legend entry (its label, or its directory name).
 Owns: reading progress.csv and drawing the curves.
 Must not: import TensorFlow or the trainer, so that plotting is quick and never disturbs a run in progress.
 """
@@ -31,15 +33,26 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv=None):
     p = _Parser(description="Plot mean episode return vs env steps, episodes and wall time.")
-    p.add_argument("run_dir", help="a3c.py --logdir run directory (or its progress.csv)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="a3c.py --logdir run directory (or its progress.csv); several to compare them")
     p.add_argument("--out", default=None,
-                   help="output PNG path or prefix (.png is appended if missing); default RUN_DIR/curves.png")
-    return p.parse_args(argv)
+                   help="output PNG path or prefix (.png is appended if missing); default RUN_DIR/curves.png "
+                        "(required with several runs)")
+    p.add_argument("--labels", default=None, help="comma-separated legend labels, one per RUN_DIR")
+    args = p.parse_args(argv)
+    labels = args.labels.split(",") if args.labels else None
+    if labels is not None and len(labels) != len(args.run_dirs):
+        raise PlotError(f"--labels has {len(labels)} labels for {len(args.run_dirs)} runs; give one per run")
+    if len(args.run_dirs) > 1 and args.out is None:
+        raise PlotError("several runs need --out PATH for the one PNG that compares them")
+    args.labels = labels
+    return args
 
 
-def read_progress(csv_path: str) -> dict[str, list[float]]:
-    """The rows that have a mean return, as columns. When a run was resumed from a checkpoint older than its
-    last log rows, the rows it re-trained over are replaced by the new ones (env_steps never goes back)."""
+def read_progress(csv_path: str, returns_only: bool = True) -> dict[str, list[float]]:
+    """The rows that have a mean return (returns_only=False: every row, mean_return None where no episode had
+    finished), as columns. When a run was resumed from a checkpoint older than its last log rows, the rows it
+    re-trained over are replaced by the new ones (env_steps never goes back)."""
     try:
         with open(csv_path, newline="") as f:
             reader = csv.DictReader(f)
@@ -64,6 +77,8 @@ def read_progress(csv_path: str) -> dict[str, list[float]]:
         except (TypeError, ValueError):
             values["mean_return"] = None  # no episode finished yet
         kept.append(values)
+    if not returns_only:
+        return {c: [r[c] for r in kept] for c in REQUIRED}
     kept = [r for r in kept if r["mean_return"] is not None]
     if not kept:
         raise PlotError(f"{csv_path} has no mean return yet (no episode has finished); train longer and retry")
@@ -82,28 +97,35 @@ def run_title(run_dir: str) -> str:
     return title
 
 
-def plot(columns: dict, out_path: str, title: str):
+def plot(curves: list[tuple[str, dict]], out_path: str, title: str):
+    """Draw [(label, columns)] on three panels sharing the return axis; one run is drawn without a legend."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import EngFormatter
 
-    y = columns["mean_return"]
     panels = [("env_steps", "env steps (agent steps, all envs)", 1.0),
               ("episodes", "episodes", 1.0),
               ("wall_time_s", "wall time (minutes)", 1.0 / 60.0)]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True, constrained_layout=True)
-    for ax, (key, label, scale) in zip(axes, panels):
-        x = [v * scale for v in columns[key]]
-        ax.plot(x, y, color="tab:blue", lw=1.5, marker="." if len(x) < 30 else None)
-        ax.set_xlabel(label)
+    for i, (label, columns) in enumerate(curves):
+        for ax, (key, _, scale) in zip(axes, panels):
+            x = [v * scale for v in columns[key]]
+            ax.plot(x, columns["mean_return"], color=f"C{i}", lw=1.5, marker="." if len(x) < 30 else None,
+                    label=label)
+    for ax, (key, axis_label, _) in zip(axes, panels):
+        ax.set_xlabel(axis_label)
         ax.grid(alpha=0.3)
         if key != "wall_time_s":
             ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     axes[0].set_ylabel(f"mean raw episode return\n(last {RETURN_WINDOW} episodes)")
-    last = y[-1]
-    fig.suptitle(f"{title}: {last:.2f} at {columns['env_steps'][-1]:,.0f} steps, "
-                 f"{columns['episodes'][-1]:,.0f} episodes, {columns['wall_time_s'][-1] / 60:.1f} min")
+    if len(curves) == 1:
+        columns = curves[0][1]
+        fig.suptitle(f"{title}: {columns['mean_return'][-1]:.2f} at {columns['env_steps'][-1]:,.0f} steps, "
+                     f"{columns['episodes'][-1]:,.0f} episodes, {columns['wall_time_s'][-1] / 60:.1f} min")
+    else:
+        fig.suptitle(title)
+        axes[0].legend(loc="best", fontsize="small")
     try:
         fig.savefig(out_path, dpi=110)
     except OSError as e:
@@ -112,26 +134,41 @@ def plot(columns: dict, out_path: str, title: str):
         plt.close(fig)
 
 
+def progress_path(run_dir: str) -> tuple[str, str]:
+    """(progress.csv path, run directory) for a run directory or a progress.csv path."""
+    if os.path.isfile(run_dir) and run_dir.endswith(".csv"):
+        return run_dir, os.path.dirname(run_dir) or "."
+    if os.path.isdir(run_dir):
+        return os.path.join(run_dir, "progress.csv"), run_dir
+    raise PlotError(f"{run_dir} is not a directory; pass the --logdir of an a3c.py run")
+
+
+def png_path(out: str) -> str:
+    """--out with .png appended when missing, its directory created."""
+    if not out.lower().endswith(".png"):
+        out += ".png"
+    if os.path.dirname(out):
+        try:
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+        except OSError as e:
+            raise PlotError(f"cannot create the directory of --out {out} ({e.strerror})") from None
+    return out
+
+
 def main(argv=None) -> int:
     try:
         args = parse_args(argv)
-        run_dir = args.run_dir
-        if os.path.isfile(run_dir) and run_dir.endswith(".csv"):
-            csv_path, run_dir = run_dir, os.path.dirname(run_dir) or "."
-        elif os.path.isdir(run_dir):
-            csv_path = os.path.join(run_dir, "progress.csv")
-        else:
-            raise PlotError(f"{run_dir} is not a directory; pass the --logdir of an a3c.py run")
-        columns = read_progress(csv_path)
-        out = args.out or os.path.join(run_dir, "curves")
-        if not out.lower().endswith(".png"):
-            out += ".png"
-        if os.path.dirname(out):
-            try:
-                os.makedirs(os.path.dirname(out), exist_ok=True)
-            except OSError as e:
-                raise PlotError(f"cannot create the directory of --out {out} ({e.strerror})") from None
-        plot(columns, out, run_title(run_dir))
+        curves, run_dirs = [], []
+        for i, given in enumerate(args.run_dirs):
+            csv_path, run_dir = progress_path(given)
+            label = args.labels[i] if args.labels else os.path.basename(os.path.normpath(os.path.abspath(run_dir)))
+            curves.append((label, read_progress(csv_path)))
+            run_dirs.append(run_dir)
+        out = png_path(args.out or os.path.join(run_dirs[0], "curves"))
+        title = run_title(run_dirs[0])
+        if len(curves) > 1:
+            title = title.split(" - ")[0] if " - " in title else "runs compared"
+        plot(curves, out, title)
     except PlotError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

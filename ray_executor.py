@@ -43,7 +43,7 @@ from checkpoints import CheckpointStore, LogdirLock, prepare_writable_dir
 from errors import ConfigError, RunError, first_line
 from hparams import HParams, learning_rate_at
 from run_log import RunLog, Telemetry
-from run_state import Counters, open_run, report, summary
+from run_state import Counters, open_run, report, summary, target_reached
 
 REPO_DIR = os.path.dirname(os.path.abspath(__file__))
 MAX_WORKER_RESTARTS = 5  # per worker; a worker that keeps dying is a bug, not bad luck
@@ -144,6 +144,7 @@ class ParameterServer(_Actor):
         self.errors: list[str] = []
         self.stopping = False
         self.late_pushes = 0  # arrived after the budget or a stop: neither applied nor counted
+        self.stop_line = ""  # why the server stopped the run before the budget (--stop-at-mean-return)
         self.nonfinite_streak: dict[int, int] = {}
         self.lock = self.store = self.learner = None
         self.weights_ref = self.weights_version = None
@@ -209,6 +210,8 @@ class ParameterServer(_Actor):
         now = time.time()
         if now - self.last_log >= hp.log_interval_s:
             self._write_log(now)
+            if not self.stopping and (reached := target_reached(hp, self.run_log)) is not None:
+                self.stop_line, self.stopping = reached, True
         if now - self.last_ckpt >= hp.checkpoint_interval_s:
             self.save()
             self.last_ckpt = now
@@ -238,6 +241,8 @@ class ParameterServer(_Actor):
         c = self.counters
         closing = (f"{summary(c, self.run_log)}; pushes applied {c.updates}, skipped (not finite) "
                    f"{c.skipped_updates}, after the budget {self.late_pushes}")
+        if self.stop_line:
+            closing = f"{self.stop_line}; {closing}"
         return self.errors, failure, path, closing
 
 

@@ -95,6 +95,12 @@ class RunLog:
         with self.lock:
             return (list(zip(self.recent_returns, self.recent_lengths)) + self.pending_episodes)[-RETURN_WINDOW:]
 
+    def full_window_mean(self) -> float | None:
+        """The mean return of the written window once it holds RETURN_WINDOW episodes, else None."""
+        with self.lock:
+            full = len(self.recent_returns) == RETURN_WINDOW
+            return float(np.mean(self.recent_returns)) if full else None
+
     def mean_return(self) -> str:
         return f"{np.mean(self.recent_returns):.2f}" if self.recent_returns else "n/a"
 

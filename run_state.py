@@ -15,7 +15,7 @@ import time
 from checkpoints import CheckpointStore, RunCounts, check_compatible, check_specs
 from errors import RunError
 from hparams import HParams
-from run_log import RunLog
+from run_log import RETURN_WINDOW, RunLog
 from specs import to_config as specs_to_config
 
 
@@ -68,6 +68,15 @@ def open_run(hp: HParams, specs: tuple, store: CheckpointStore, run_log: RunLog,
     store.write_config(config)
     log("config:\n" + json.dumps(config, indent=2, sort_keys=True))
     return hp, learner
+
+
+def target_reached(hp: HParams, run_log: RunLog) -> str | None:
+    """Why the run should stop now that --stop-at-mean-return is met (a line for the log), or None."""
+    mean = run_log.full_window_mean()
+    if hp.stop_at_mean_return is None or mean is None or mean < hp.stop_at_mean_return:
+        return None
+    return (f"mean return of the last {RETURN_WINDOW} episodes {mean:.2f} >= --stop-at-mean-return "
+            f"{hp.stop_at_mean_return:g}: stopping")
 
 
 def summary(counters: Counters, run_log: RunLog) -> str:

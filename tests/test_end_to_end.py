@@ -85,6 +85,29 @@ def test_plot_makes_three_curves_png(tmp_path):
     assert img.size[0] > 600
 
 
+def _progress_csv(run_dir, returns):
+    run_dir.mkdir()
+    with open(run_dir / "progress.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["env_steps", "wall_time_s", "episodes", "mean_return"])
+        for i, ret in enumerate(returns, 1):
+            w.writerow([i * 1000, i * 2.0, i, ret])
+
+
+def test_plot_compares_several_runs_in_one_png(tmp_path, capsys):
+    import plot
+    _progress_csv(tmp_path / "a", range(-21, 0))
+    _progress_csv(tmp_path / "b", range(-21, 10, 2))
+    out = tmp_path / "cmp" / "vs"
+    assert plot.main([str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "A3C,ACER", "--out", str(out)]) == 0
+    assert Image.open(str(out) + ".png").size[0] > 600
+    # one label per run, and one --out for the one picture
+    assert plot.main([str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "A3C", "--out", str(out)]) == 2
+    assert "--labels has 1 labels for 2 runs" in capsys.readouterr().err
+    assert plot.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "several runs need --out" in capsys.readouterr().err
+
+
 def test_plot_without_returns_is_a_one_line_error(tmp_path):
     result = run("plot.py", str(tmp_path))
     assert result.returncode == 2

@@ -254,6 +254,10 @@ def test_a3c_test_uses_the_stored_config_and_refuses_what_does_not_fit(tmp_path,
                               "wrong_network"),
         "missing": Proc("a3c_test.py", ["--model", tmp_path / "nope", "--out", tmp_path / "e4"] + quick, tmp_path, env,
                         "missing"),
+        "sticky": Proc("a3c_test.py", ["--model", trained_run, "--out", tmp_path / "e5", "--repeat-action-probability",
+                                       0.25] + quick, tmp_path, env, "sticky"),
+        "bad_sticky": Proc("a3c_test.py", ["--model", trained_run, "--out", tmp_path / "e6", "--sticky-actions", 1.5]
+                           + quick, tmp_path, env, "bad_sticky"),
     }
     for proc in procs.values():
         proc.wait(180)
@@ -266,8 +270,14 @@ def test_a3c_test_uses_the_stored_config_and_refuses_what_does_not_fit(tmp_path,
     assert (scores["frameskip"], scores["repeat_action_probability"], scores["full_action_space"]) == (3, 0.1, False)
     assert scores["config"] == str(exported / checkpoints.CONFIG_FILE) and scores["trained_env"] == "ALE/Pong-v5"
 
+    sticky = procs["sticky"]  # a robustness test under other sticky actions; everything else as trained
+    assert sticky.p.returncode == 0, sticky.err
+    scores = json.load(open(tmp_path / "e5" / "scores.json"))
+    assert (scores["frameskip"], scores["repeat_action_probability"]) == (3, 0.25)
+
     for name, words in (("fewer_actions", "has 4 actions but the checkpoint's policy has 6"),
-                        ("wrong_network", "cannot be loaded"), ("missing", "does not exist")):
+                        ("wrong_network", "cannot be loaded"), ("missing", "does not exist"),
+                        ("bad_sticky", "--repeat-action-probability must be in [0, 1], got 1.5")):
         assert procs[name].p.returncode == 2, (name, procs[name].err)
         assert words in one_error_line(procs[name].err), (name, procs[name].err)
     assert file_hashes(trained_run) == before

@@ -1,0 +1,310 @@
+"""Reproduce a README results row: train several seeds one after another, evaluate each, plot, print the row.
+
+    python reproduce.py pong --seeds 3           # a3c.py --preset pong, seeds 0-2, each until the last-100 mean >= 18
+    python reproduce.py pong-acer --seeds 3 --first-seed 3
+    python reproduce.py cartpole --seeds 3 --quick          # the whole pipeline on a tiny budget (what CI runs)
+    python reproduce.py pong --seeds 1 -- --learning-rate 1e-3   # extra a3c.py flags: a tuning run, not the row
+
+For each seed: `a3c.py` (log in OUT/seed-N.log, run in OUT/seed-N/), then `a3c_test.py` (greedy, 30 episodes,
+--eval-seed), then the milestones read from progress.csv: env steps and training wall time at which the mean return
+of the last 100 episodes first reached each of the row's returns. At the end: OUT/curves.png (every seed on the
+same axes), OUT/summary.json, and the markdown table printed (one line per seed, the median, the CPU model).
+Re-running the same command resumes: finished seeds are read back, an interrupted one continues from its checkpoint.
+
+Owns: the table of reproducible rows, running the command-line tools one at a time, and the row's figures.
+Must not: import TensorFlow or the trainer (it drives a3c.py, a3c_test.py and plot.py like a user), or run seeds
+side by side (on a small machine they would distort each other's wall times).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import plot
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RETURN_WINDOW = plot.RETURN_WINDOW
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    train: tuple[str, ...]
+    """a3c.py flags of the row (a preset plus what the README's command adds)."""
+    milestones: tuple[float, ...]
+    """Returns (last-100 training mean) whose first env step and wall time the row reports."""
+    stop_at: float | None = None
+    """--stop-at-mean-return for training; None trains to the preset's budget."""
+    eval_episodes: int = 30
+    """Greedy evaluation episodes per seed."""
+
+
+ROWS: dict[str, Row] = {
+    "pong": Row(("--preset", "pong"), (-15.0, 0.0, 18.0), stop_at=18.0),
+    "pong-lstm": Row(("--preset", "pong-lstm", "--learning-rate", "2e-4"), (-15.0, 0.0, 18.0), stop_at=18.0),
+    "pong-acer": Row(("--preset", "pong-acer"), (-15.0, 0.0, 18.0), stop_at=18.0),
+    "breakout": Row(("--preset", "breakout"), (50.0, 200.0, 400.0), stop_at=400.0),
+    "cartpole": Row(("--preset", "cartpole"), (475.0,)),
+    "pendulum": Row(("--preset", "pendulum"), (-250.0,)),
+}
+# --quick: the same tools and files on a budget that only checks the pipeline (no figure of it means anything).
+QUICK_TRAIN = ("--total-env-steps", "2000", "--log-interval-s", "1")
+QUICK_EVAL = ("--episodes", "2", "--max-steps", "100")
+
+
+class ReproduceError(Exception):
+    """Printed as one `error: ...` line; exit status 2 for bad input, 1 when a run failed."""
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise ReproduceError(f"{message} (see --help)")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = _Parser(description="Train, evaluate and plot a README results row over several seeds.",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("row", help=f"one of {', '.join(ROWS)}")
+    p.add_argument("--seeds", type=int, default=3, help="how many seeds (run one after another)")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ...")
+    p.add_argument("--out", default=None, help="directory for the runs, logs, curves and summary; "
+                                               "default runs/reproduce/ROW (ROW-quick with --quick)")
+    p.add_argument("--eval-seed", type=int, default=1, help="a3c_test.py --seed")
+    p.add_argument("--quick", action="store_true", help="a tiny budget: checks the pipeline, measures nothing")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    args.extra = [str(a) for a in extra]
+    if args.row not in ROWS:
+        raise ReproduceError(f"unknown row {args.row!r}; choose one of {', '.join(ROWS)}")
+    if args.seeds < 1:
+        raise ReproduceError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.first_seed < 0:
+        raise ReproduceError(f"--first-seed must be >= 0, got {args.first_seed}")
+    blocked = {"--seed", "--logdir"} & {a.split("=")[0] for a in args.extra}
+    if blocked:
+        raise ReproduceError(f"{', '.join(sorted(blocked))} after -- is set by reproduce.py; use --first-seed / --out")
+    args.out = args.out or os.path.join("runs", "reproduce", args.row + ("-quick" if args.quick else ""))
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Figures from a run's files
+# ----------------------------------------------------------------------------------------------------------
+def milestones(columns: dict, targets) -> dict[float, tuple[float, float] | None]:
+    """{target: (env steps, wall time s) of the first row whose full last-100 window has mean >= target, or None}."""
+    found = {}
+    for target in targets:
+        found[target] = next(((s, w) for s, w, e, r in zip(columns["env_steps"], columns["wall_time_s"],
+                                                           columns["episodes"], columns["mean_return"])
+                              if e >= RETURN_WINDOW and r is not None and r >= target), None)
+    return found
+
+
+def cpu_model() -> str:
+    """`model name (family F model M), N CPUs` from /proc/cpuinfo: throughput figures depend on it."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    name = fields.get("model name", platform.machine())
+    family = f" (family {fields['cpu family']} model {fields['model']})" if "cpu family" in fields else ""
+    return f"{name}{family}, {os.cpu_count()} CPUs"
+
+
+def _steps(n: float) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,.0f}"
+
+
+def _minutes(s: float) -> str:
+    return f"{s / 60:.1f} min"
+
+
+def _median(values: list[float | None]) -> float | None:
+    """Median where None (never reached) counts as +inf; None if the median itself was never reached."""
+    m = statistics.median([math.inf if v is None else v for v in values])
+    return None if math.isinf(m) else m
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Running the tools
+# ----------------------------------------------------------------------------------------------------------
+def _run_tool(cmd: list[str], log_path: str, progress_csv: str | None = None) -> int:
+    """Run cmd with its output in log_path (appended); a status line every minute from progress_csv. Ctrl-C
+    reaches the child too (same process group): wait for it to save, then re-raise."""
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, cwd=HERE, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            last_status = time.monotonic()
+            while proc.poll() is None:
+                time.sleep(1.0)
+                if progress_csv and time.monotonic() - last_status >= 60:
+                    last_status = time.monotonic()
+                    _print_status(progress_csv)
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)  # in case it came from kill, not the terminal
+            proc.wait()
+            raise
+    return proc.returncode
+
+
+def _print_status(progress_csv: str):
+    try:
+        columns = plot.read_progress(progress_csv, returns_only=False)
+    except plot.PlotError:
+        return  # not written yet
+    mean = columns["mean_return"][-1]
+    print(f"  {_steps(columns['env_steps'][-1])} env steps, {_minutes(columns['wall_time_s'][-1])}, "
+          f"mean return (last 100) {'n/a' if mean is None else f'{mean:.2f}'}", flush=True)
+
+
+def run_seed(args, row: Row, seed: int) -> dict:
+    """Train (or resume), evaluate and measure one seed; its summary entry."""
+    logdir = os.path.join(args.out, f"seed-{seed}")
+    log_path = os.path.join(args.out, f"seed-{seed}.log")
+    train = [sys.executable, os.path.join(HERE, "a3c.py"), *row.train, "--seed", str(seed), "--logdir", logdir,
+             "--no-progress-bar"]
+    if row.stop_at is not None:
+        train += ["--stop-at-mean-return", f"{row.stop_at:g}"]
+    train += [*(QUICK_TRAIN if args.quick else ()), *args.extra]
+    eval_dir = os.path.join(logdir, "eval")
+    evaluate = [sys.executable, os.path.join(HERE, "a3c_test.py"), "--model", logdir, "--out", eval_dir,
+                "--episodes", str(row.eval_episodes), "--record", "1", "--seed", str(args.eval_seed),
+                *(QUICK_EVAL if args.quick else ())]
+    started = time.time()
+    if os.path.exists(os.path.join(eval_dir, "scores.json")):  # evaluated by an earlier call: trained to its end
+        print(f"seed {seed}: finished earlier, read back from {logdir}", flush=True)
+    else:
+        print(f"seed {seed}: training in {logdir} (log {log_path})", flush=True)
+        status = _run_tool(train, log_path, os.path.join(logdir, "progress.csv"))
+        if status != 0:
+            raise ReproduceError(f"seed {seed}: a3c.py exited with status {status}; see {log_path}", status=1)
+        print(f"seed {seed}: evaluating ({' '.join(evaluate[2:])})", flush=True)
+        status = _run_tool(evaluate, log_path)
+        if status != 0:
+            raise ReproduceError(f"seed {seed}: a3c_test.py exited with status {status}; see {log_path}", status=1)
+    try:
+        columns = plot.read_progress(os.path.join(logdir, "progress.csv"), returns_only=False)
+        with open(os.path.join(eval_dir, "scores.json")) as f:
+            scores = json.load(f)
+    except (plot.PlotError, OSError, ValueError) as e:
+        raise ReproduceError(f"seed {seed}: cannot read the run's results ({e})", status=1) from None
+    reached = milestones(columns, row.milestones)
+    entry = {
+        "seed": seed, "logdir": logdir, "train_command": " ".join(train[1:]), "eval_command": " ".join(evaluate[1:]),
+        "env_steps": int(columns["env_steps"][-1]), "wall_time_s": columns["wall_time_s"][-1],
+        "episodes": int(columns["episodes"][-1]), "final_mean_return": columns["mean_return"][-1],  # None: no episode
+        "milestones": {f"{t:g}": (None if r is None else {"env_steps": int(r[0]), "wall_time_s": r[1]})
+                       for t, r in reached.items()},
+        "eval_mean": scores["mean"], "eval_std": scores["std"], "eval_episodes": len(scores["episodes"]),
+        "session_wall_time_s": round(time.time() - started, 1),
+    }
+    entry["env_steps_per_s"] = entry["env_steps"] / max(entry["wall_time_s"], 1e-9)
+    print(f"seed {seed}: {_row_cells(entry, row)}", flush=True)
+    return entry
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The row
+# ----------------------------------------------------------------------------------------------------------
+def _milestone_cells(entry: dict, row: Row) -> tuple[str, str]:
+    ms = [entry["milestones"][f"{t:g}"] for t in row.milestones]
+    steps = " / ".join("-" if m is None else _steps(m["env_steps"]) for m in ms)
+    last = ms[-1]
+    return steps, ("not reached" if last is None else _minutes(last["wall_time_s"]))
+
+
+def _row_cells(entry: dict, row: Row) -> str:
+    steps, minutes = _milestone_cells(entry, row)
+    return (f"| {entry['seed']} | {steps} | {minutes} | {_steps(entry['env_steps'])}, {_minutes(entry['wall_time_s'])}"
+            f" | {entry['env_steps_per_s']:,.0f} | {entry['eval_mean']:.2f} ± {entry['eval_std']:.2f} |")
+
+
+def table(name: str, row: Row, entries: list[dict], cpu: str) -> str:
+    """The markdown row(s): one line per seed and the median."""
+    targets = " / ".join(f"{t:g}" for t in row.milestones)
+    lines = [f"`python reproduce.py {name} --seeds {len(entries)}`; CPU: {cpu}", "",
+             f"| seed | env steps to {targets} (last-100 training mean) | wall time to {row.milestones[-1]:g} | "
+             f"end: env steps, wall time | env steps/s | eval ({row.eval_episodes} greedy episodes) |",
+             "|---|---|---|---|---:|---|"]
+    lines += [_row_cells(e, row) for e in entries]
+    if len(entries) > 1:
+        med_steps = []
+        for t in row.milestones:
+            m = _median([None if e["milestones"][f"{t:g}"] is None else e["milestones"][f"{t:g}"]["env_steps"]
+                         for e in entries])
+            med_steps.append("-" if m is None else _steps(m))
+        last = f"{row.milestones[-1]:g}"
+        med_time = _median([None if e["milestones"][last] is None else e["milestones"][last]["wall_time_s"]
+                            for e in entries])
+        lines.append(f"| **median** | {' / '.join(med_steps)} | "
+                     f"{'not reached' if med_time is None else _minutes(med_time)} | "
+                     f"{_steps(statistics.median(e['env_steps'] for e in entries))} | "
+                     f"{statistics.median(e['env_steps_per_s'] for e in entries):,.0f} | "
+                     f"{statistics.median(e['eval_mean'] for e in entries):.2f} |")
+    return "\n".join(lines)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (kill, a batch scheduler) stops the running tool as Ctrl-C does
+
+
+def main(argv=None) -> int:
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        args = parse_args(argv)
+        row = ROWS[args.row]
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as e:
+            raise ReproduceError(f"cannot create --out {args.out} ({e.strerror}); choose a writable directory") from None
+        entries = [run_seed(args, row, seed) for seed in range(args.first_seed, args.first_seed + args.seeds)]
+        cpu = cpu_model()
+        curves = [(f"seed {e['seed']}", plot.read_progress(os.path.join(e["logdir"], "progress.csv")))
+                  for e in entries if e["final_mean_return"] is not None]
+        png = os.path.join(args.out, "curves.png")
+        if curves:
+            plot.plot(curves, png, f"{args.row}: {len(entries)} seeds")
+        else:
+            png = "none (no episode finished)"
+        text = table(args.row, row, entries, cpu)
+        summary = {"row": args.row, "quick": args.quick, "extra_flags": args.extra, "cpu": cpu, "seeds": entries,
+                   "curves": png, "table": text}
+        with open(os.path.join(args.out, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        if args.extra:
+            print(f"note: extra a3c.py flags {' '.join(args.extra)}: a tuning run, not the README row")
+        print(text)
+        print(f"curves: {png}; summary: {os.path.join(args.out, 'summary.json')}")
+    except ReproduceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.status
+    except plot.PlotError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: the running tool saved its state; the same command resumes", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

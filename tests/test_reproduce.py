@@ -1,0 +1,114 @@
+"""reproduce.py: the pipeline of a README row end to end on a tiny budget (--quick), its figures from
+progress.csv, resuming, and its failure paths."""
+import json
+import os
+
+import pytest
+
+import reproduce
+from helpers import cli_env, one_error_line, run
+
+
+def test_milestones_need_a_full_window_and_take_the_first_crossing():
+    columns = {"env_steps": [100, 200, 300, 400, 500], "wall_time_s": [1.0, 2.0, 3.0, 4.0, 5.0],
+               "episodes": [50, 99, 100, 150, 200], "mean_return": [20.0, 19.0, 17.0, 18.5, 18.0]}
+    # rows with fewer than 100 episodes do not count, however high their mean
+    assert reproduce.milestones(columns, (18.0, 0.0, 21.0)) == {18.0: (400, 4.0), 0.0: (300, 3.0), 21.0: None}
+
+
+def test_median_counts_a_seed_that_never_reached_as_infinitely_slow():
+    assert reproduce._median([1.0, None, 3.0]) == 3.0
+    assert reproduce._median([1.0, None, None]) is None
+    assert reproduce._median([2.0]) == 2.0
+
+
+def test_quick_cartpole_row_trains_evaluates_plots_and_resumes(tmp_path):
+    out = tmp_path / "row"
+    code, stdout, err = run("reproduce.py", ["cartpole", "--seeds", 2, "--quick", "--out", out], tmp_path,
+                            cli_env(fake=False), "reproduce", timeout=300)
+    assert code == 0, err[-3000:]
+    summary = json.load(open(out / "summary.json"))
+    assert [s["seed"] for s in summary["seeds"]] == [0, 1]
+    for entry in summary["seeds"]:
+        assert entry["env_steps"] == 2000  # --quick's budget, reached exactly
+        assert f"--seed {entry['seed']}" in entry["train_command"] and "--preset cartpole" in entry["train_command"]
+        scores = json.load(open(os.path.join(entry["logdir"], "eval", "scores.json")))
+        assert len(scores["episodes"]) == 2 and entry["eval_mean"] == pytest.approx(scores["mean"])
+        assert os.path.exists(os.path.join(entry["logdir"], "eval", "episode_0.gif"))
+        assert set(entry["milestones"]) == {"475"}
+    assert (out / "curves.png").stat().st_size > 10_000
+    lines = stdout.splitlines()
+    assert any(line.startswith("| 0 | ") for line in lines) and any(line.startswith("| 1 | ") for line in lines)
+    assert any(line.startswith("| **median** |") for line in lines)
+    assert "CPU: " in stdout
+
+    again_code, again, err = run("reproduce.py", ["cartpole", "--seeds", 2, "--quick", "--out", out], tmp_path,
+                                 cli_env(fake=False), "again", timeout=300)
+    assert again_code == 0, err[-3000:]
+    assert again.count("finished earlier, read back") == 2 and "training in" not in again
+    figures = ("env_steps", "wall_time_s", "milestones", "eval_mean", "eval_std")
+    reread = json.load(open(out / "summary.json"))["seeds"]
+    assert [{k: s[k] for k in figures} for s in reread] == [{k: s[k] for k in figures} for s in summary["seeds"]]
+
+
+def test_quick_pong_row_passes_its_stop_target_and_reports_unreached_milestones(tmp_path):
+    out = tmp_path / "pong"
+    code, stdout, err = run("reproduce.py", ["pong", "--seeds", 1, "--quick", "--out", out], tmp_path,
+                            cli_env(fake=False), "pong", timeout=300)
+    assert code == 0, err[-3000:]
+    entry = json.load(open(out / "summary.json"))["seeds"][0]
+    assert "--preset pong --seed 0" in entry["train_command"]
+    assert "--stop-at-mean-return 18" in entry["train_command"]
+    assert entry["milestones"] == {"-15": None, "0": None, "18": None}  # 2,000 steps: no full 100-episode window
+    assert "| 0 | - / - / - | not reached |" in stdout
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    cases = {
+        "unknown_row": (["pacman"], "unknown row 'pacman'; choose one of pong"),
+        "no_seeds": (["pong", "--seeds", 0], "--seeds must be >= 1, got 0"),
+        "seed_after_dashes": (["pong", "--", "--seed", 3], "--seed after -- is set by reproduce.py"),
+        "unknown_flag": (["pong", "--sedes", 3], "unrecognized arguments"),
+    }
+    for name, (argv, words) in cases.items():
+        code, _, err = run("reproduce.py", argv + ["--out", tmp_path / name], tmp_path, cli_env(fake=False), name)
+        assert code == 2, (name, err)
+        assert words in one_error_line(err), (name, err)
+        assert not (tmp_path / name).exists(), name  # nothing started
+
+
+def test_a_failing_training_run_stops_with_the_seed_and_its_log(tmp_path):
+    out = tmp_path / "row"
+    env = cli_env(fake=True, fail_at_step=3)  # a3c.py's fake-env hook: the env raises in its third step
+    code, _, err = run("reproduce.py", ["pong", "--seeds", 2, "--quick", "--out", out], tmp_path, env, "fail",
+                       timeout=300)
+    assert code == 1, err
+    line = one_error_line(err)
+    assert "seed 0: a3c.py exited with status 1" in line and str(out / "seed-0.log") in line
+    assert "fake env" in (out / "seed-0.log").read_text()  # the trainer's own one-line error is in the log
+    assert not (out / "seed-1").exists()  # the next seed was not started
+
+
+def test_sigterm_stops_the_running_training_which_saves_and_the_same_command_resumes(tmp_path):
+    import signal
+
+    from helpers import Proc, progress_rows, wait_until
+    out = tmp_path / "row"
+    env = cli_env(fake=True, step_sleep_s=0.002)
+    argv = ["pong", "--seeds", 1, "--out", out, "--", "--total-env-steps", 3000, "--log-interval-s", 0.5,
+            "--threads", 1, "--envs-per-thread", 2]
+    proc = Proc("reproduce.py", argv, tmp_path, env, "first")
+    wait_until(lambda: len(progress_rows(out / "seed-0")) >= 2, timeout=120, what="training rows", proc=proc)
+    proc.p.send_signal(signal.SIGTERM)
+    assert proc.wait(120) == 130, proc.err
+    assert "interrupted: the running tool saved its state; the same command resumes" in proc.err
+    log = (out / "seed-0.log").read_text()
+    assert "SIGINT: stopped all threads; saving a checkpoint" in log
+    stopped_at = int(progress_rows(out / "seed-0")[-1]["env_steps"])
+    assert 0 < stopped_at < 3000
+    # resumed: a3c.py continues from the checkpoint (the eval, which has no fake env, is not reached here)
+    again = Proc("reproduce.py", argv, tmp_path, env, "again")
+    wait_until(lambda: "resuming from step" in (out / "seed-0.log").read_text(), timeout=120, what="resume",
+               proc=again)
+    again.p.send_signal(signal.SIGTERM)
+    assert again.wait(120) == 130, again.err
