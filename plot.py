@@ -85,16 +85,19 @@ def read_progress(csv_path: str, returns_only: bool = True) -> dict[str, list[fl
     return {c: [r[c] for r in kept] for c in REQUIRED}
 
 
-def run_title(run_dir: str) -> str:
-    title = os.path.basename(os.path.normpath(os.path.abspath(run_dir)))
+def run_env_id(run_dir: str) -> str | None:
+    """The env id in the run's config.json, or None when it cannot be read."""
     try:
         with open(os.path.join(run_dir, "config.json")) as f:
-            env_id = json.load(f).get("env_id")
-        if env_id:
-            title = f"{env_id} - {title}"
+            return json.load(f).get("env_id") or None
     except (OSError, ValueError, AttributeError):
-        pass
-    return title
+        return None
+
+
+def run_title(run_dir: str) -> str:
+    title = os.path.basename(os.path.normpath(os.path.abspath(run_dir)))
+    env_id = run_env_id(run_dir)
+    return f"{env_id} - {title}" if env_id else title
 
 
 def plot(curves: list[tuple[str, dict]], out_path: str, title: str):
@@ -165,9 +168,7 @@ def main(argv=None) -> int:
             curves.append((label, read_progress(csv_path)))
             run_dirs.append(run_dir)
         out = png_path(args.out or os.path.join(run_dirs[0], "curves"))
-        title = run_title(run_dirs[0])
-        if len(curves) > 1:
-            title = title.split(" - ")[0] if " - " in title else "runs compared"
+        title = run_title(run_dirs[0]) if len(curves) == 1 else run_env_id(run_dirs[0]) or "runs compared"
         plot(curves, out, title)
     except PlotError as e:
         print(f"error: {e}", file=sys.stderr)

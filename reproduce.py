@@ -225,11 +225,16 @@ def run_seed(args, row: Row, seed: int) -> dict:
 # ----------------------------------------------------------------------------------------------------------
 # The row
 # ----------------------------------------------------------------------------------------------------------
+def _reached(entry: dict, target: float, key: str) -> float | None:
+    """An entry's env_steps or wall_time_s at a milestone return; None if the run never reached it."""
+    milestone = entry["milestones"][f"{target:g}"]
+    return None if milestone is None else milestone[key]
+
+
 def _milestone_cells(entry: dict, row: Row) -> tuple[str, str]:
-    ms = [entry["milestones"][f"{t:g}"] for t in row.milestones]
-    steps = " / ".join("-" if m is None else _steps(m["env_steps"]) for m in ms)
-    last = ms[-1]
-    return steps, ("not reached" if last is None else _minutes(last["wall_time_s"]))
+    steps = " / ".join("-" if (n := _reached(entry, t, "env_steps")) is None else _steps(n) for t in row.milestones)
+    seconds = _reached(entry, row.milestones[-1], "wall_time_s")
+    return steps, ("not reached" if seconds is None else _minutes(seconds))
 
 
 def _row_cells(entry: dict, row: Row) -> str:
@@ -249,12 +254,9 @@ def table(name: str, row: Row, entries: list[dict], cpu: str) -> str:
     if len(entries) > 1:
         med_steps = []
         for t in row.milestones:
-            m = _median([None if e["milestones"][f"{t:g}"] is None else e["milestones"][f"{t:g}"]["env_steps"]
-                         for e in entries])
+            m = _median([_reached(e, t, "env_steps") for e in entries])
             med_steps.append("-" if m is None else _steps(m))
-        last = f"{row.milestones[-1]:g}"
-        med_time = _median([None if e["milestones"][last] is None else e["milestones"][last]["wall_time_s"]
-                            for e in entries])
+        med_time = _median([_reached(e, row.milestones[-1], "wall_time_s") for e in entries])
         lines.append(f"| **median** | {' / '.join(med_steps)} | "
                      f"{'not reached' if med_time is None else _minutes(med_time)} | "
                      f"{_steps(statistics.median(e['env_steps'] for e in entries))} | "

@@ -72,8 +72,10 @@ def open_run(hp: HParams, specs: tuple, store: CheckpointStore, run_log: RunLog,
 
 def target_reached(hp: HParams, run_log: RunLog) -> str | None:
     """Why the run should stop now that --stop-at-mean-return is met (a line for the log), or None."""
+    if hp.stop_at_mean_return is None:
+        return None
     mean = run_log.full_window_mean()
-    if hp.stop_at_mean_return is None or mean is None or mean < hp.stop_at_mean_return:
+    if mean is None or mean < hp.stop_at_mean_return:
         return None
     return (f"mean return of the last {RETURN_WINDOW} episodes {mean:.2f} >= --stop-at-mean-return "
             f"{hp.stop_at_mean_return:g}: stopping")
