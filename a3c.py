@@ -195,8 +195,12 @@ class Trainer:
         checkpoints could not be written."""
         hp, c = self.hp, self.counters
         c.session_start = time.time()
-        self.run_log.open(c.env_steps)
-        self.run_log.write_graphs(self.learner.graphs())
+        try:
+            self.run_log.open(c.env_steps)
+            self.run_log.write_graphs(self.learner.graphs())
+        except RunError:
+            self.close()  # nothing was trained yet: release the envs and the logdir, main reports the error
+            raise
         # The handlers stay until the final checkpoint is written: a second Ctrl-C must not interrupt it.
         previous_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         threads = [threading.Thread(target=self.worker, args=(i,), name=f"learner-{i}", daemon=True)
@@ -297,7 +301,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted during start-up; nothing was changed", file=sys.stderr)
         return 130
-    return trainer.run()
+    try:
+        return trainer.run()
+    except RunError as e:  # only before the first step (the logs cannot be opened); later failures are reported
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -417,6 +417,17 @@ def test_trainer_counts_skipped_updates_and_stops_after_too_many(tmp_path, capsy
         resumed.close()
 
 
+def test_logs_that_cannot_be_opened_fail_before_training_and_release_the_logdir(tmp_path):
+    trainer = make_trainer(tmp_path, threads=1, total_env_steps=10_000)
+    os.makedirs(tmp_path / "progress.csv")  # the CSV cannot be opened for appending
+    with pytest.raises(RunError, match="cannot write logs to"):
+        trainer.run()
+    assert trainer.counters.env_steps == 0
+    os.rmdir(tmp_path / "progress.csv")
+    again = make_trainer(tmp_path, threads=1, total_env_steps=10_000)  # the logdir lock was released
+    again.close()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 10. (the crash itself is tested through the CLI) A thread stuck inside env.step cannot hang the exit
 # ----------------------------------------------------------------------------------------------------------
