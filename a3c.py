@@ -179,6 +179,9 @@ class Trainer:
                 every = hp.histogram_interval_updates
                 if every and metrics["applied"] and updates_now % every == 0:
                     self.run_log.histograms.append(self.learner.histograms(rollout))
+                if metrics["applied"] and self.run_log.dead_units_wanted.is_set():
+                    self.run_log.dead_units_wanted.clear()  # two threads may both pass: harmless, averaged
+                    self.run_log.dead_units.append(self.learner.dead_units(rollout))
                 consecutive_nonfinite = 0 if metrics["applied"] else consecutive_nonfinite + 1
                 if consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
                     raise FloatingPointError(f"loss or gradients were NaN/inf in {consecutive_nonfinite} updates "

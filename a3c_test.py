@@ -164,7 +164,7 @@ def export(args) -> int:
         obs, action = env_specs(env, hp.env_id)
         env.close()
     net = build_network(action, hp.network, device="/CPU:0", precision=hp.precision, obs=obs,
-                        normalize_obs=hp.normalize_obs)
+                        normalize_obs=hp.normalize_obs, center_frames=hp.center_frames)
     restore_weights(net, prefix)
     export_policy(net, dict(hp.to_dict(), **specs_lib.to_config(obs, action)), trained_env_steps(prefix),
                   args.export)

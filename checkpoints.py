@@ -154,9 +154,11 @@ def _flag(name: str, value) -> str:
 def check_compatible(saved: dict, hp: HParams, where: str):
     """Refuse a run whose model fields differ from the saved config's; warn about changed env settings."""
     for name in hparams_lib.MODEL_FIELDS + hparams_lib.OPTIMIZER_FIELDS:
-        if name in saved and saved[name] != getattr(hp, name):
-            raise RunError(f"checkpoint in {where} was trained with {name}={saved[name]!r} but this run has "
-                           f"{name}={getattr(hp, name)!r}; pass {_flag(name, saved[name])} or use a new --logdir")
+        value = saved.get(name, hparams_lib.MODEL_FIELDS_ABSENT_MEANS.get(name))
+        if name in saved or name in hparams_lib.MODEL_FIELDS_ABSENT_MEANS:
+            if value != getattr(hp, name):
+                raise RunError(f"checkpoint in {where} was trained with {name}={value!r} but this run has "
+                               f"{name}={getattr(hp, name)!r}; pass {_flag(name, value)} or use a new --logdir")
     if saved.get("per_thread_stats") and saved.get("threads", hp.threads) != hp.threads:
         raise RunError(f"checkpoint in {where} holds the optimizer statistics of {saved['threads']} threads "
                        f"(--per-thread-stats) but this run has {hp.threads}; pass --threads {saved['threads']} or "

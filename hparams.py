@@ -120,6 +120,13 @@ class HParams:
     `a3c-lstm` (the A3C paper's LSTM agent: the a3c torso, a LayerNorm, then an LSTM of 256 cells; state reset
     at episode starts). For flat observations: `mlp` (policy and value towers of 64-64 tanh units). `auto`: a3c
     for frames, mlp for flat observations; the config saved with the run names the network chosen."""
+    torso_init: str = "glorot"
+    """Initial conv and fc weights of the frame torso: `glorot` (Keras' default) or `orthogonal` with the ReLU gain
+    sqrt(2) (OpenAI baselines, CleanRL), ~2.3x larger at conv0. Only a new run's start; a resume keeps its weights."""
+    center_frames: bool = False
+    """Frame torsos: subtract each frame's mean pixel before conv0. Inputs that are all >= 0 on a mostly uniform
+    background (Pong) move all of a filter's weights together, and RMSProp killed 15 or 16 of conv0's 16 filters
+    in the first ~100K env steps (README, tuning record). Part of the model: a checkpoint keeps its setting."""
     normalize_obs: bool = False
     """mlp only: normalise observations by their running mean and variance (kept in checkpoints)."""
     t_max: int = 5
@@ -140,6 +147,10 @@ class HParams:
     """`constant`, or `linear` decay to 0 at total_env_steps."""
     rmsprop_decay: float = 0.99
     """RMSProp moving-average decay of squared gradients (alpha in the paper)."""
+    rmsprop_init: str = "zeros"
+    """Where RMSProp's mean square starts: `zeros` (PyTorch, A3G: each weight's first steps are ~10x lr in the
+    sign of its gradient), `ones` (TF1, OpenAI baselines: a warm-up of a few thousand updates) or `debiased`
+    (zeros with Adam's bias correction: the first step is lr in sign). Ignored by adam and amsgrad."""
     optimizer_epsilon: float = 1e-10
     """RMSProp: added to the mean square INSIDE the root (A3C paper / TF1 form), so sqrt(eps) floors the
     denominator; 1e-10 matches PyTorch's RMSprop(eps=1e-5) of the A2C baselines. 1e-5 here made RMSProp
@@ -271,6 +282,8 @@ CHOICES = {
     "network": ("auto", "a3c", "nature", "a3c-lstm", "mlp"),
     "vector_env": ("sync", "async"),
     "optimizer": ("rmsprop", "adam", "amsgrad"),
+    "rmsprop_init": ("zeros", "ones", "debiased"),
+    "torso_init": ("glorot", "orthogonal"),
     "lr_schedule": ("constant", "linear"),
     "precision": ("float32", "bfloat16"),
     "executor": ("local", "ray"),
@@ -279,7 +292,9 @@ CHOICES = {
 }
 
 # Fields that change the trained weights' meaning; a checkpoint cannot be resumed or evaluated with others.
-MODEL_FIELDS = ("env_id", "network", "full_action_space", "normalize_obs", "algorithm")
+MODEL_FIELDS = ("env_id", "network", "full_action_space", "normalize_obs", "algorithm", "center_frames")
+# Model fields added after checkpoints were shipped: the value a saved config without them was trained with.
+MODEL_FIELDS_ABSENT_MEANS = {"center_frames": False}
 # Fields the optimizer statistics in a checkpoint depend on: a resume must keep them.
 OPTIMIZER_FIELDS = ("optimizer", "per_thread_stats")
 # Settings of the env that a resumed run may change, but with a warning: the policy was trained under the old ones.

@@ -7,6 +7,7 @@ The trainer's threads see a learner only through the `Learner` interface:
            thread) -> dict             variables; scalar metrics: always "applied" (bool) and "loss"; A3C adds
                                        policy, value, entropy, ...
   histograms(rollout) -> dict          name -> weight and gradient values, for TensorBoard histograms
+  dead_units(rollout) -> dict          ReLU layer -> share of its units that output 0 on all of the rollout
   graphs() -> dict                     name -> tf.Graph of each tf.function, for TensorBoard's graph view
   checkpoint_objects() -> dict         the trackables a checkpoint holds (weights, optimizer slots, ...)
   net, action_spec, device, devices    the shared network, its ActionSpec, the device it lives on, all devices
@@ -38,7 +39,7 @@ import replay  # noqa: E402
 from batch_agents import Rollout  # noqa: E402
 from errors import ConfigError  # noqa: E402
 from hparams import HParams  # noqa: E402
-from network import NETWORKS, build_network, resolve_devices, resolve_kind  # noqa: E402
+from network import NETWORKS, build_network, dead_unit_fractions, resolve_devices, resolve_kind  # noqa: E402
 from optimizers import SharedOptimizer  # noqa: E402
 from specs import ATARI_OBS, ActionSpec, ObsSpec, as_action_spec  # noqa: E402
 
@@ -56,6 +57,8 @@ class Learner(Protocol):
     def train_on(self, rollout, learning_rate: float, thread: int = 0) -> dict: ...
 
     def histograms(self, rollout) -> dict: ...
+
+    def dead_units(self, rollout) -> dict: ...
 
     def graphs(self) -> dict: ...
 
@@ -95,13 +98,15 @@ class A3CLearner:
         self.devices = [device] if device else check_devices(hp)
         self.device = self.devices[0]
         self.replicas = [build_network(self.action_spec, hp.network, d, hp.precision, obs=obs,
-                                       normalize_obs=hp.normalize_obs, q_head=self.Q_HEAD) for d in self.devices]
+                                       normalize_obs=hp.normalize_obs, q_head=self.Q_HEAD, torso_init=hp.torso_init,
+                                       center_frames=hp.center_frames)
+                         for d in self.devices]
         self.net = self.replicas[0]
         self.syncs = [None] + [self._make_sync(replica, d) for replica, d in zip(self.replicas[1:], self.devices[1:])]
         # One set of statistics shared by all threads (the A3C paper), or one per thread (--per-thread-stats).
         self.optimizers = [
             SharedOptimizer(hp.optimizer, self.net.trainable_variables, decay=hp.rmsprop_decay,
-                            epsilon=hp.optimizer_epsilon, beta1=hp.adam_beta1, beta2=hp.adam_beta2, device=self.device)
+                            rmsprop_init=hp.rmsprop_init, epsilon=hp.optimizer_epsilon, beta1=hp.adam_beta1, beta2=hp.adam_beta2, device=self.device)
             for _ in range(hp.threads if hp.per_thread_stats else 1)]
         self.optimizer = self.optimizers[0]
         self.acts = [self._make_act(replica, d) for replica, d in zip(self.replicas, self.devices)]
@@ -122,6 +127,13 @@ class A3CLearner:
             with tf.device(self.device):
                 return self._loss_and_gradients(self.net, *rollout)[2]
         self._gradients = gradients
+
+        @tf.function(input_signature=[rollout_signature(self.net)[0]])
+        def dead_units(obs):
+            with tf.device(self.device):
+                frames = tf.reshape(obs, tf.concat([[-1], tf.shape(obs)[2:]], 0))  # [T * B, *obs_shape]
+                return dead_unit_fractions(self.net.relu_layers(frames))
+        self._dead_units = dead_units
         self._split = None  # gradients / apply / update_obs_norm, built on first use
 
     def _make_act(self, net, device):
@@ -303,6 +315,10 @@ class A3CLearner:
             out[f"gradients/{name}"] = g.numpy()
         return out
 
+    def dead_units(self, rollout) -> dict:
+        """{ReLU layer: share of its units that output 0 on every observation of `rollout`}; {} for the MLP."""
+        return {layer: float(share) for layer, share in self._dead_units(rollout.obs).items()}
+
     def graphs(self) -> dict:
         return {"act": self.act.get_concrete_function().graph,
                 "train_step": self.train_step.get_concrete_function().graph}
@@ -383,7 +399,7 @@ class ACERLearner(A3CLearner):
                               f"bytes = {total / 2**30:.2f} GiB"
                               + (f" (of {free / 2**30:.1f} GiB available)" if free is not None else "")]
         self.avg_net = build_network(self.action_spec, hp.network, self.device, hp.precision, obs=obs,
-                                     normalize_obs=hp.normalize_obs, q_head=True)
+                                     normalize_obs=hp.normalize_obs, q_head=True, center_frames=hp.center_frames)
         for avg, shared in zip(self.avg_net.variables, self.net.variables):
             avg.assign(shared)
         self.memories = [None] * hp.threads

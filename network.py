@@ -76,6 +76,7 @@ _TORSOS = {
     "a3c": ([(16, 8, 4), (32, 4, 2)], 256),  # Mnih et al. 2016, the A3C paper
     "nature": ([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512),  # Mnih et al. 2015, DQN Nature
 }
+TORSO_INITS = ("glorot", "orthogonal")
 MLP_UNITS = (64, 64)  # per tower (policy, value), tanh: the A2C / PPO baselines' net for flat observations
 # --network name: (torso, LSTM units after the torso's fc layer, or 0 for a feed-forward net)
 NETWORKS = {
@@ -191,6 +192,24 @@ class RunningObsNorm(keras.layers.Layer):
         self.count.assign(total)
 
 
+def _frame_means(obs: tf.Tensor) -> tf.Tensor:
+    """uint8 `[N, C, H, W]` -> float32 `[N, C]`: each frame's mean pixel, scaled to [0, 1].
+
+    Why centre: with inputs >= 0 and a frame that is mostly one colour (Pong's background is 0.34), the gradient of
+    every conv0 weight of a filter is ~(sum of its output's errors) x 0.34: all 256 of them move together, and
+    RMSProp, scaling each weight's step alone, moves their sum ~256 lr per update. Pong runs drove the filters'
+    response to the background below 0 within ~100K env steps: 15 of 16 (or all 16) dead for good (README,
+    tuning record). Subtracting the frame's mean removes that common direction (LeCun et al., Efficient
+    BackProp, 1998: inputs of mean 0)."""
+    return tf.reduce_mean(tf.cast(obs, tf.float32), axis=[2, 3]) * (1.0 / 255.0)
+
+
+def _torso_kernel_init(torso_init: str):
+    """Keras' default Glorot-uniform, or orthogonal with the ReLU gain sqrt(2) as OpenAI baselines and CleanRL
+    initialise their conv torsos: ~2.3x Glorot's weights at conv0 (fan-in 256 against fan-in + fan-out 1,280)."""
+    return "glorot_uniform" if torso_init == "glorot" else keras.initializers.Orthogonal(2 ** 0.5)
+
+
 class PolicyValueNet(keras.Model):
     """A torso (convs + fc for frames, or the MLP towers for flat observations), an optional LSTM core, a policy
     head for the action spec's distribution and a value head.
@@ -199,13 +218,17 @@ class PolicyValueNet(keras.Model):
 
     def __init__(self, action: ActionSpec | int, kind: str = "a3c", precision: str = "float32",
                  space_to_depth: bool = True, obs: ObsSpec = ATARI_OBS, normalize_obs: bool = False,
-                 q_head: bool = False, **kwargs):
+                 q_head: bool = False, torso_init: str = "glorot", center_frames: bool = False, **kwargs):
         super().__init__(**kwargs)
+        if torso_init not in TORSO_INITS:
+            raise ValueError(f"unknown torso_init {torso_init!r}; choose one of {', '.join(TORSO_INITS)}")
+
         kind = resolve_kind(kind, obs)
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
         action = as_action_spec(action)
         self.kind, self.obs_spec, self.action_spec = kind, obs, action
+        self.center_frames = center_frames
         self.dist = for_action_spec(action)
         self.num_actions = action.size if action.is_discrete else None
         torso, lstm_units = NETWORKS[kind]
@@ -228,14 +251,16 @@ class PolicyValueNet(keras.Model):
             # and a checkpoint without them would silently re-initialise the torso on restore.
             self.conv_names = tuple(f"conv{i}" for i in range(len(convs)))
             for name, (f, k, s) in zip(self.conv_names, convs):
-                setattr(self, name, keras.layers.Conv2D(f, k, s, activation="relu", name=name, dtype=policy))
+                setattr(self, name, keras.layers.Conv2D(f, k, s, activation="relu", name=name, dtype=policy,
+                                                        kernel_initializer=_torso_kernel_init(torso_init)))
             _, first_kernel, self.first_stride = convs[0]
             self.space_to_depth = (space_to_depth and first_kernel % self.first_stride == 0
                                    and OBS_SHAPE[1] % self.first_stride == 0)
             if self.space_to_depth:  # conv0 is applied by hand below; build it so its variables exist
                 self.conv0.build((None, OBS_SHAPE[1], OBS_SHAPE[2], OBS_SHAPE[0]))
             self.flatten = keras.layers.Flatten(dtype=policy)
-            self.hidden = keras.layers.Dense(hidden, activation="relu", name="fc", dtype=policy)
+            self.hidden = keras.layers.Dense(hidden, activation="relu", name="fc", dtype=policy,
+                                             kernel_initializer=_torso_kernel_init(torso_init))
         # The LSTM stays float32 under mixed precision: its state is carried over thousands of steps.
         self.lstm_units = lstm_units
         self.state_size = 2 * lstm_units
@@ -279,20 +304,34 @@ class PolicyValueNet(keras.Model):
                     h = getattr(self, name)(h)
                 towers.append(tf.cast(h, tf.float32))
             return tf.concat(towers, -1)
+        # Heads in float32: a bf16 value (3 significant digits) would blur the n-step targets' differences.
+        return tf.cast(self.relu_layers(obs)[-1][1], tf.float32)
+
+    def relu_layers(self, obs) -> list:
+        """The frame torso's ReLU outputs in order, [(layer name, [N, ..., units])]: each conv's, then fc's,
+        the torso's features. [] for the MLP (tanh towers)."""
+        if self.mlp:
+            return []
         dtype = self.hidden.compute_dtype  # the torso's dtype policy decides: "float32" or "bfloat16"
         if self.space_to_depth:
             x = space_to_depth_input(obs, self.first_stride, dtype)
             kernel = tf.cast(space_to_depth_kernel(self.conv0.kernel, self.first_stride), dtype)
+            if self.center_frames:  # channel (i * block + j) * C + c is a pixel of frame c: tile the C means
+                x = x - tf.cast(tf.tile(_frame_means(obs), [1, self.first_stride ** 2])[:, None, None, :], dtype)
             x = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "VALID"), tf.cast(self.conv0.bias, dtype)))
+            outputs = [("conv0", x)]
             rest = self.conv_names[1:]
         else:
             x = tf.cast(obs, dtype) * tf.cast(1.0 / 255.0, dtype)
             x = tf.transpose(x, [0, 2, 3, 1])  # NHWC: the layout TF's CPU and GPU convs both accept
-            rest = self.conv_names
+            if self.center_frames:
+                x = x - tf.cast(_frame_means(obs)[:, None, None, :], dtype)
+            outputs, rest = [], self.conv_names
         for name in rest:
             x = getattr(self, name)(x)
-        # Heads in float32: a bf16 value (3 significant digits) would blur the n-step targets' differences.
-        return tf.cast(self.hidden(self.flatten(x)), tf.float32)
+            outputs.append((name, x))
+        outputs.append(("fc", self.hidden(self.flatten(x))))
+        return outputs
 
     def update_obs_norm(self, obs, mask):
         """Fold observations `[T, B, n]` where mask `[T, B]` into the running normalisation (a no-op without it)."""
@@ -346,12 +385,25 @@ class PolicyValueNet(keras.Model):
         return AgentOutput(params, value, state, q)
 
 
+def dead_unit_fractions(relu_layers: list) -> dict:
+    """{layer name: share of its channels (conv) or units (fc) whose ReLU output is 0 for every observation and
+    every position}: units that pass no gradient and, once all are so, a network whose output no longer depends
+    on its input. `relu_layers` as PolicyValueNet.relu_layers returns them."""
+    fractions = {}
+    for name, x in relu_layers:
+        per_unit_max = tf.reduce_max(tf.reshape(x, [-1, x.shape[-1]]), axis=0)
+        fractions[name] = tf.reduce_mean(tf.cast(per_unit_max <= 0, tf.float32))
+    return fractions
+
+
 def build_network(action: ActionSpec | int, kind: str = "a3c", device: str | None = None,
                   precision: str = "float32", space_to_depth: bool = True, obs: ObsSpec = ATARI_OBS,
-                  normalize_obs: bool = False, q_head: bool = False) -> PolicyValueNet:
+                  normalize_obs: bool = False, q_head: bool = False, torso_init: str = "glorot",
+                  center_frames: bool = False) -> PolicyValueNet:
     """Create the network for `obs` -> `action` (an int A = A discrete actions) with its variables on `device`
     (default: compute_device())."""
     with tf.device(device or compute_device()):
-        net = PolicyValueNet(action, kind, precision, space_to_depth, obs, normalize_obs, q_head)
+        net = PolicyValueNet(action, kind, precision, space_to_depth, obs, normalize_obs, q_head, torso_init,
+                             center_frames)
         net(tf.zeros((1,) + tuple(obs.shape), obs.dtype))  # build the variables on that device
     return net

@@ -9,8 +9,10 @@ learner/<metric> for what an algorithm reports beyond the common losses (V-trace
 off_policy_updates, replay_size, rho, rho_truncated, trust_region_kl, trust_region_scale, on_policy_s, replay_s),
 losses/value, losses/entropy, losses/grad_norm, time/{env,inference,train,other}_fraction and the config as
 text; with several rollout lengths t_max_N/{updates,policy,value,entropy,grad_norm} per length; weight and
-gradient histograms (weights/..., gradients/...) every --histogram-interval-updates; the learner's graphs
-under graphs/. progress.csv has one row per write with PROGRESS_FIELDS (plot.py reads it).
+gradient histograms (weights/..., gradients/...) every --histogram-interval-updates; network/dead_<layer>, the
+share of each ReLU layer's units that output 0 on a whole rollout (one rollout per row: a layer whose units all
+die stops learning); the learner's graphs under graphs/. progress.csv has one row per write with PROGRESS_FIELDS
+(plot.py reads it); a progress.csv of an older version is rewritten with the new columns left empty.
 
 Owns: the recent-episode window (the "mean of the last 100" and what a checkpoint saves of it), the writers,
 and how telemetry is aggregated into a row.
@@ -36,7 +38,8 @@ RETURN_WINDOW = 100  # episodes in the "mean recent return" (A3G / DQN protocol)
 
 PROGRESS_FIELDS = ["env_steps", "wall_time_s", "episodes", "updates", "mean_return", "mean_length",
                    "steps_per_second", "learning_rate", "policy", "value", "entropy", "grad_norm", "advantage",
-                   "policy_lag", "skipped_updates", "time_env", "time_inference", "time_train", "time_other"]
+                   "policy_lag", "skipped_updates", "time_env", "time_inference", "time_train", "time_other",
+                   "dead_conv0", "dead_fc"]
 
 
 # Metrics every learner reports; any others (V-trace's rho, ACER's off-policy updates and trust region, ...) go to
@@ -60,6 +63,22 @@ def _mean(values):
     return round(float(np.mean(values)), 3) if values else ""
 
 
+def _upgrade_columns(csv_path: str):
+    """Rewrite a progress.csv whose header is not PROGRESS_FIELDS (written by an older version) with it, keeping
+    every row and value; columns it lacks stay empty. Atomic: a crash leaves the old file."""
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or reader.fieldnames == PROGRESS_FIELDS:
+            return
+        rows = list(reader)
+    tmp = csv_path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=PROGRESS_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, csv_path)
+
+
 class RunLog:
     def __init__(self, hp: HParams):
         self.hp = hp
@@ -68,6 +87,9 @@ class RunLog:
         self.pending_episodes: list = []  # (return, length) since the last row
         self.telemetry: collections.deque = collections.deque()  # Telemetry since the last row
         self.histograms: collections.deque = collections.deque()  # {name: values} to write with the next row
+        # A learner thread that sees the event set clears it and hands in {layer: dead share} of its rollout.
+        self.dead_units: collections.deque = collections.deque()
+        self.dead_units_wanted = threading.Event()
         self.lock = threading.Lock()
         self.writer = self.csv_file = self.csv_writer = self.bar = None
 
@@ -117,10 +139,13 @@ class RunLog:
                 tf.summary.text("config", "```\n" + hp.to_json() + "\n```", step=env_steps)
             csv_path = os.path.join(hp.logdir, "progress.csv")
             new_csv = not os.path.exists(csv_path)
+            if not new_csv:
+                _upgrade_columns(csv_path)
             self.csv_file = open(csv_path, "a", newline="")
         self.csv_writer = csv.DictWriter(self.csv_file, fieldnames=PROGRESS_FIELDS)
         if new_csv:
             self.csv_writer.writeheader()
+        self.dead_units_wanted.set()
         self.bar = tqdm(total=hp.total_env_steps, initial=min(env_steps, hp.total_env_steps), unit="step",
                         unit_scale=True, dynamic_ncols=True, disable=not hp.progress_bar, file=sys.stderr)
 
@@ -186,6 +211,15 @@ class RunLog:
             for key, attr in (("env", "env_s"), ("inference", "inference_s"), ("train", "train_s")):
                 row[f"time_{key}"] = sum(getattr(t, attr) for t in telemetry) / total
             row["time_other"] = 1.0 - row["time_env"] - row["time_inference"] - row["time_train"]
+        dead = {}
+        while self.dead_units:
+            for layer, share in self.dead_units.popleft().items():
+                dead.setdefault(layer, []).append(share)
+        dead = {layer: float(np.mean(shares)) for layer, shares in dead.items()}
+        self.dead_units_wanted.set()
+        for layer in ("conv0", "fc"):
+            if layer in dead:
+                row[f"dead_{layer}"] = round(dead[layer], 4)
         with io_errors(f"cannot write logs to {self.hp.logdir}"):
             with self.writer.as_default(step=steps):
                 for ret, length in episodes:
@@ -207,6 +241,8 @@ class RunLog:
                         tf.summary.scalar(f"learner/{key}", float(np.mean(values)))
                     for key in ("env", "inference", "train", "other"):
                         tf.summary.scalar(f"time/{key}_fraction", row[f"time_{key}"])
+                for layer, share in dead.items():
+                    tf.summary.scalar(f"network/dead_{layer}", share)
                 while self.histograms:
                     for name, value in self.histograms.popleft().items():
                         tf.summary.histogram(name, value)

@@ -178,6 +178,8 @@ def test_new_choices_are_accepted():
     (["--executor", "ray", "--worker-gpus", "-1"], "--worker-gpus must be >= 0"),
     (["--off-policy-correction", "retrace"], "--off-policy-correction must be one of none, vtrace"),
     (["--vtrace-rho-clip", "0"], "--vtrace-rho-clip must be > 0"),
+    (["--rmsprop-init", "one"], "--rmsprop-init must be one of zeros, ones, debiased"),
+    (["--torso-init", "he"], "--torso-init must be one of glorot, orthogonal"),
     (["--vtrace-c-clip", "-1"], "--vtrace-c-clip must be > 0"),
     (["--ray-address", "auto"], "--ray-address auto needs --executor ray"),
     (["--executor", "ray", "--per-thread-stats"], "--per-thread-stats is for --executor local"),

@@ -191,3 +191,44 @@ def test_bfloat16_keeps_float32_weights_outputs_and_gradients(kind):
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision"):
         network.PolicyValueNet(NUM_ACTIONS, "a3c", precision="float16")
+
+
+def test_orthogonal_torso_init_has_the_relu_gain_and_glorot_stays_the_default():
+    ortho = network.build_network(NUM_ACTIONS, "a3c", device="/CPU:0", torso_init="orthogonal")
+    for layer in (ortho.conv0, ortho.conv1, ortho.hidden):
+        w = layer.kernel.numpy().reshape(-1, layer.kernel.shape[-1])  # [fan_in, units]: orthogonal columns
+        np.testing.assert_allclose(w.T @ w, 2.0 * np.eye(w.shape[1]), atol=1e-4)
+    default = network.build_network(NUM_ACTIONS, "a3c", device="/CPU:0")
+    fan_in, fan_out = 8 * 8 * 4, 8 * 8 * 16
+    assert np.abs(default.conv0.kernel.numpy()).max() <= np.sqrt(6 / (fan_in + fan_out)) + 1e-6  # Glorot-uniform
+    with pytest.raises(ValueError, match="torso_init"):
+        network.build_network(NUM_ACTIONS, "a3c", device="/CPU:0", torso_init="he")
+
+
+@pytest.mark.parametrize("space_to_depth", [True, False])
+def test_centred_frames_ignore_the_background_level(space_to_depth):
+    """--center-frames: adding a constant to every pixel of a frame (a brighter background) changes nothing, as
+    the torso sees each frame minus its mean; without it the first layer's output moves."""
+    obs = np.random.default_rng(2).integers(0, 200, size=(3,) + network.OBS_SHAPE, dtype=np.uint8)
+    brighter = obs + np.uint8(40)
+    centred = network.build_network(NUM_ACTIONS, "a3c", device="/CPU:0", center_frames=True,
+                                    space_to_depth=space_to_depth)
+    plain = network.build_network(NUM_ACTIONS, "a3c", device="/CPU:0", space_to_depth=space_to_depth)
+    _copy_weights(centred, plain)
+    np.testing.assert_allclose(centred.torso(brighter).numpy(), centred.torso(obs).numpy(), atol=1e-5)
+    assert np.abs(plain.torso(brighter).numpy() - plain.torso(obs).numpy()).max() > 1e-3
+
+
+def test_centred_frames_are_the_same_function_with_and_without_space_to_depth():
+    obs = tf.constant(_frames(3, seed=4))
+    s2d = network.build_network(NUM_ACTIONS, "a3c", device="/CPU:0", center_frames=True)
+    plain = network.build_network(NUM_ACTIONS, "a3c", device="/CPU:0", center_frames=True, space_to_depth=False)
+    _copy_weights(s2d, plain)
+    # Written out: frame c's mean over its 84 x 84 pixels, subtracted before conv0.
+    x = obs.numpy().astype(np.float64) / 255.0
+    conv0_by_hand = tf.nn.relu(tf.nn.conv2d(
+        tf.constant(np.transpose(x - x.mean(axis=(2, 3), keepdims=True), [0, 2, 3, 1]), tf.float32),
+        s2d.conv0.kernel, 4, "VALID") + s2d.conv0.bias)
+    np.testing.assert_allclose(s2d.relu_layers(obs)[0][1].numpy(), conv0_by_hand.numpy(), atol=1e-5)
+    np.testing.assert_allclose(plain.relu_layers(obs)[0][1].numpy(), conv0_by_hand.numpy(), atol=1e-5)
+    np.testing.assert_allclose(s2d(obs).value.numpy(), plain(obs).value.numpy(), atol=1e-5)

@@ -13,12 +13,15 @@ B_GRADS = np.random.default_rng(1).normal(size=(3, 2)).astype(np.float32)
 LRS = [0.01, 0.005, 0.02]
 
 
-def np_rmsprop(w, grads, lrs, decay, eps):
-    """ms <- decay * ms + (1 - decay) * g^2;  w <- w - lr * g / sqrt(ms + eps)."""
-    w, ms = w.astype(np.float64), np.zeros_like(w, np.float64)
-    for g, lr in zip(grads, lrs):
+def np_rmsprop(w, grads, lrs, decay, eps, init="zeros"):
+    """ms <- decay * ms + (1 - decay) * g^2;  w <- w - lr * g / sqrt(ms_hat + eps), where ms starts at 0 (or 1
+    for init "ones") and ms_hat = ms, or ms / (1 - decay^t) at update t = 1, 2, ... for init "debiased"."""
+    w = w.astype(np.float64)
+    ms = np.ones_like(w) if init == "ones" else np.zeros_like(w)
+    for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
         ms = decay * ms + (1 - decay) * g.astype(np.float64) ** 2
-        w = w - lr * g / np.sqrt(ms + eps)
+        ms_hat = ms / (1 - decay ** t) if init == "debiased" else ms
+        w = w - lr * g / np.sqrt(ms_hat + eps)
     return w, ms
 
 
@@ -77,6 +80,38 @@ def test_rmsprop_matches_numpy(eps, graph):
     np.testing.assert_allclose(b, b_exp, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(opt.second[0].numpy(), ms_exp, rtol=1e-5, atol=1e-7)
     assert opt.first == []
+
+
+@pytest.mark.parametrize("init", ["ones", "debiased"])
+@pytest.mark.parametrize("graph", [False, True])
+def test_rmsprop_second_moment_start_matches_numpy(init, graph):
+    opt, w, b = _run("rmsprop", graph, decay=0.9, epsilon=1e-8, rmsprop_init=init)
+    w_exp, ms_exp = np_rmsprop(W0, GRADS, LRS, 0.9, 1e-8, init)
+    b_exp, _ = np_rmsprop(B0, B_GRADS, LRS, 0.9, 1e-8, init)
+    np.testing.assert_allclose(w, w_exp, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b, b_exp, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(opt.second[0].numpy(), ms_exp, rtol=1e-5, atol=1e-7)
+    w_zeros, _ = np_rmsprop(W0, GRADS, LRS, 0.9, 1e-8)
+    assert np.abs(w_exp - w_zeros).min() > 1e-4  # each start really changes every weight's path
+
+
+def test_first_rmsprop_step_by_start():
+    """What the option is for: from zeros the first step is lr / sqrt(1 - decay) in the gradient's sign, whatever
+    its size (10x lr at decay 0.99); debiased, lr in sign; from ones, about lr * g."""
+    g = np.array([1e-3, -3e-2, 2.0], np.float32)
+    steps = {}
+    for init in ("zeros", "debiased", "ones"):
+        w = tf.Variable(np.zeros(3, np.float32))
+        SharedOptimizer("rmsprop", [w], decay=0.99, epsilon=1e-14, rmsprop_init=init).apply([tf.constant(g)], [w], 1e-3)
+        steps[init] = -w.numpy()
+    np.testing.assert_allclose(steps["zeros"], 1e-2 * np.sign(g), rtol=1e-3)
+    np.testing.assert_allclose(steps["debiased"], 1e-3 * np.sign(g), rtol=1e-3)
+    np.testing.assert_allclose(steps["ones"], 1e-3 * g / np.sqrt(0.99 + 0.01 * g.astype(np.float64) ** 2 + 1e-14), rtol=1e-4)
+
+
+def test_unknown_rmsprop_start_is_refused():
+    with pytest.raises(ValueError, match="rmsprop_init"):
+        SharedOptimizer("rmsprop", [tf.Variable(W0)], rmsprop_init="random")
 
 
 @pytest.mark.parametrize("eps", [1e-5, 0.1])

@@ -238,6 +238,10 @@ def nature_run(tmp_path_factory):
     (["--optimizer", "adam"], "trained with optimizer='rmsprop' but this run has optimizer='adam'; pass --optimizer rmsprop"),
     (["--per-thread-stats"], "trained with per_thread_stats=False but this run has per_thread_stats=True; "
                              "pass --no-per-thread-stats"),
+    (["--center-frames"], "trained with center_frames=False but this run has center_frames=True; "
+                          "pass --no-center-frames"),
+    # A config saved before the field existed was trained without centring.
+    ({"drop_field": "center_frames", "argv": ["--center-frames"]}, "trained with center_frames=False"),
 ])
 def test_incompatible_checkpoint_is_refused(tmp_path, capsys, monkeypatch, nature_run, change, message):
     logdir = tmp_path / "run"
@@ -247,6 +251,12 @@ def test_incompatible_checkpoint_is_refused(tmp_path, capsys, monkeypatch, natur
     monkeypatch.setenv(envs.FAKE_ENV_VAR, "fakes:make_env")
     if isinstance(change, list):
         argv += change
+    elif "drop_field" in change:
+        config_path = os.path.join(logdir, checkpoints.CONFIG_FILE)
+        config = json.load(open(config_path))
+        del config[change["drop_field"]]
+        checkpoints.write_json_atomic(config_path, config)
+        argv += change["argv"]
     elif "num_actions" in change:
         monkeypatch.setenv(fakes.OPTIONS_VAR, json.dumps({"num_actions": change["num_actions"]}))
     else:

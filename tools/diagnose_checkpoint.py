@@ -1,5 +1,6 @@
 """Why does a run not learn? Plays a few Pong rollouts with a checkpoint and prints the network's internals:
-the scale of the torso's features (they should stay near their initial ~0.05), the share of dead ReLUs, the
+the scale of the torso's features (they should stay near their initial ~0.05), the share of dead ReLU units per
+layer (a first layer that is all dead never learns again; Pong runs kept 1 of 16 conv0 filters alive), the
 per-state spread of the policy and the value (near 0 = the net ignores its input), and for a3c-lstm the size of
 the gate pre-activations (>> 5 = a saturated cell).
 
@@ -45,7 +46,11 @@ def main():
     probs = tf.nn.softmax(out.policy_params).numpy()
     print(f"checkpoint {prefix}")
     print(f"torso features: mean {float(tf.reduce_mean(features)):.4f}, max {float(tf.reduce_max(features)):.2f}, "
-          f"dead (0) {float(tf.reduce_mean(tf.cast(features == 0, tf.float32))):.0%}")
+          f"zero entries {float(tf.reduce_mean(tf.cast(features == 0, tf.float32))):.0%}")
+    dead = learner.dead_units(rollout)
+    if dead:
+        print("dead units (ReLU 0 on every frame and position of the rollout): "
+              + ", ".join(f"{layer} {share:.0%}" for layer, share in dead.items()))
     print(f"policy: mean probabilities {probs.mean((0, 1)).round(3)}, per-state std {probs.std((0, 1)).round(4)}")
     print(f"value: mean {out.value.numpy().mean():.3f}, per-state std {out.value.numpy().std():.4f}")
     if net.lstm_units:
