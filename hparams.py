@@ -374,9 +374,11 @@ def _parse_bool(text: str) -> bool:
 
 
 def from_dict(values: dict, base: HParams | None = None) -> HParams:
-    """HParams from a (possibly older) saved config; unknown keys are ignored, missing ones keep defaults."""
+    """HParams from a (possibly older) saved config; unknown keys are ignored, missing ones keep defaults, but a
+    model field added later takes the value the config was trained with (MODEL_FIELDS_ABSENT_MEANS)."""
     known = {f.name for f in dataclasses.fields(HParams)}
     base = base or HParams()
+    values = {**MODEL_FIELDS_ABSENT_MEANS, **values}
     return dataclasses.replace(base, **{k: v for k, v in values.items() if k in known})
 
 

@@ -188,3 +188,10 @@ def test_new_choices_are_accepted():
 def test_cluster_and_vtrace_bad_values_name_the_flag_and_the_fix(argv, words):
     with pytest.raises(ConfigError, match=re.escape(words)):
         hparams.parse_args(argv)
+
+
+def test_a_saved_config_from_before_a_model_field_existed_keeps_what_it_was_trained_with():
+    old = {k: v for k, v in hparams.HParams().to_dict().items() if k != "center_frames"}
+    centred = dataclasses.replace(hparams.HParams(), center_frames=True)
+    assert hparams.from_dict(old, base=centred).center_frames is False
+    assert hparams.from_dict(dict(old, center_frames=True)).center_frames is True
