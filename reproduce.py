@@ -52,6 +52,7 @@ ROWS: dict[str, Row] = {
     "pong-lstm": Row(("--preset", "pong-lstm", "--learning-rate", "2e-4"), (-15.0, 0.0, 18.0), stop_at=18.0),
     "pong-acer": Row(("--preset", "pong-acer"), (-15.0, 0.0, 18.0), stop_at=18.0),
     "pong-acer-t10": Row(("--preset", "pong-acer-t10"), (-15.0, 0.0, 18.0), stop_at=18.0),
+    "pong-acer-t10-sticky": Row(("--preset", "pong-acer-t10-sticky"), (-15.0, 0.0, 18.0), stop_at=18.0),
     "breakout": Row(("--preset", "breakout"), (50.0, 200.0, 400.0), stop_at=400.0),
     "cartpole": Row(("--preset", "cartpole"), (475.0,)),
     "pendulum": Row(("--preset", "pendulum"), (-250.0,)),
