@@ -232,3 +232,21 @@ def test_centred_frames_are_the_same_function_with_and_without_space_to_depth():
     np.testing.assert_allclose(s2d.relu_layers(obs)[0][1].numpy(), conv0_by_hand.numpy(), atol=1e-5)
     np.testing.assert_allclose(plain.relu_layers(obs)[0][1].numpy(), conv0_by_hand.numpy(), atol=1e-5)
     np.testing.assert_allclose(s2d(obs).value.numpy(), plain(obs).value.numpy(), atol=1e-5)
+
+
+def test_folded_centring_has_the_gradients_of_centring_the_input():
+    """The space-to-depth path folds the frame means into conv0's bias (network._centring_offset); the plain
+    path subtracts them from the pixels. Same function, so the same gradient for every variable."""
+    obs = tf.constant(_frames(3, seed=5))
+    s2d = network.build_network(NUM_ACTIONS, "a3c", device="/CPU:0", center_frames=True)
+    plain = network.build_network(NUM_ACTIONS, "a3c", device="/CPU:0", center_frames=True, space_to_depth=False)
+    _copy_weights(s2d, plain)
+    grads = []
+    for net in (s2d, plain):
+        with tf.GradientTape() as tape:
+            out = net(obs)
+            loss = tf.reduce_sum(out.value ** 2) + tf.reduce_sum(tf.nn.log_softmax(out.policy_params) ** 2)
+        grads.append(tape.gradient(loss, net.trainable_variables))
+    assert len(grads[0]) == len(grads[1]) and all(g is not None for g in grads[0])
+    for var, g_s2d, g_plain in zip(s2d.trainable_variables, *grads):
+        np.testing.assert_allclose(g_s2d.numpy(), g_plain.numpy(), rtol=1e-4, atol=1e-6, err_msg=var.path)
