@@ -45,6 +45,9 @@ class Row:
     """--stop-at-mean-return for training; None trains to the preset's budget."""
     eval_episodes: int = 30
     """Greedy evaluation episodes per seed."""
+    also_eval: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Further evaluations of each seed, (name, a3c_test.py flags): the same episodes under other settings,
+    e.g. a model trained with sticky actions also evaluated without them. Results in OUT/seed-N/eval-NAME/."""
 
 
 ROWS: dict[str, Row] = {
@@ -52,7 +55,8 @@ ROWS: dict[str, Row] = {
     "pong-lstm": Row(("--preset", "pong-lstm", "--learning-rate", "2e-4"), (-15.0, 0.0, 18.0), stop_at=18.0),
     "pong-acer": Row(("--preset", "pong-acer"), (-15.0, 0.0, 18.0), stop_at=18.0),
     "pong-acer-t10": Row(("--preset", "pong-acer-t10"), (-15.0, 0.0, 18.0), stop_at=18.0),
-    "pong-acer-t10-sticky": Row(("--preset", "pong-acer-t10-sticky"), (-15.0, 0.0, 18.0), stop_at=18.0),
+    "pong-acer-t10-sticky": Row(("--preset", "pong-acer-t10-sticky"), (-15.0, 0.0, 18.0), stop_at=18.0,
+                                also_eval=(("no-sticky", ("--repeat-action-probability", "0")),)),
     "breakout": Row(("--preset", "breakout"), (50.0, 200.0, 400.0), stop_at=400.0),
     "cartpole": Row(("--preset", "cartpole"), (475.0,)),
     "pendulum": Row(("--preset", "pendulum"), (-250.0,)),
@@ -188,9 +192,13 @@ def run_seed(args, row: Row, seed: int) -> dict:
         train += ["--stop-at-mean-return", f"{row.stop_at:g}"]
     train += [*(QUICK_TRAIN if args.quick else ()), *args.extra]
     eval_dir = os.path.join(logdir, "eval")
-    evaluate = [sys.executable, os.path.join(HERE, "a3c_test.py"), "--model", logdir, "--out", eval_dir,
+
+    def evaluation(out_dir: str, *flags: str) -> list[str]:
+        return [sys.executable, os.path.join(HERE, "a3c_test.py"), "--model", logdir, "--out", out_dir,
                 "--episodes", str(row.eval_episodes), "--record", "1", "--seed", str(args.eval_seed),
-                *(QUICK_EVAL if args.quick else ())]
+                *(QUICK_EVAL if args.quick else ()), *flags]
+
+    evaluate = evaluation(eval_dir)
     started = time.time()
     if os.path.exists(os.path.join(eval_dir, "scores.json")):  # evaluated by an earlier call: trained to its end
         print(f"seed {seed}: finished earlier, read back from {logdir}", flush=True)
@@ -203,10 +211,23 @@ def run_seed(args, row: Row, seed: int) -> dict:
         status = _run_tool(evaluate, log_path)
         if status != 0:
             raise ReproduceError(f"seed {seed}: a3c_test.py exited with status {status}; see {log_path}", status=1)
+    also_commands = {}
+    for name, flags in row.also_eval:  # after the main one, so a seed finished before a row gained one gets it too
+        cmd = also_commands[name] = evaluation(os.path.join(logdir, f"eval-{name}"), *flags)
+        if not os.path.exists(os.path.join(cmd[cmd.index("--out") + 1], "scores.json")):
+            print(f"seed {seed}: evaluating, {name} ({' '.join(cmd[2:])})", flush=True)
+            status = _run_tool(cmd, log_path)
+            if status != 0:
+                raise ReproduceError(f"seed {seed}: a3c_test.py ({name}) exited with status {status}; see {log_path}",
+                                     status=1)
     try:
         columns = plot.read_progress(os.path.join(logdir, "progress.csv"), returns_only=False)
         with open(os.path.join(eval_dir, "scores.json")) as f:
             scores = json.load(f)
+        also_scores = {}
+        for name, cmd in also_commands.items():
+            with open(os.path.join(cmd[cmd.index("--out") + 1], "scores.json")) as f:
+                also_scores[name] = json.load(f)
     except (plot.PlotError, OSError, ValueError) as e:
         raise ReproduceError(f"seed {seed}: cannot read the run's results ({e})", status=1) from None
     reached = milestones(columns, row.milestones)
@@ -217,6 +238,8 @@ def run_seed(args, row: Row, seed: int) -> dict:
         "milestones": {f"{t:g}": (None if r is None else {"env_steps": int(r[0]), "wall_time_s": r[1]})
                        for t, r in reached.items()},
         "eval_mean": scores["mean"], "eval_std": scores["std"], "eval_episodes": len(scores["episodes"]),
+        "also_eval": {name: {"command": " ".join(also_commands[name][1:]), "mean": sc["mean"], "std": sc["std"],
+                             "episodes": len(sc["episodes"])} for name, sc in also_scores.items()},
         "session_wall_time_s": round(time.time() - started, 1),
     }
     entry["env_steps_per_s"] = entry["env_steps"] / max(entry["wall_time_s"], 1e-9)
@@ -241,8 +264,10 @@ def _milestone_cells(entry: dict, row: Row) -> tuple[str, str]:
 
 def _row_cells(entry: dict, row: Row) -> str:
     steps, minutes = _milestone_cells(entry, row)
+    also = "".join(f" {entry['also_eval'][name]['mean']:.2f} ± {entry['also_eval'][name]['std']:.2f} |"
+                   for name, _ in row.also_eval)
     return (f"| {entry['seed']} | {steps} | {minutes} | {_steps(entry['env_steps'])}, {_minutes(entry['wall_time_s'])}"
-            f" | {entry['env_steps_per_s']:,.0f} | {entry['eval_mean']:.2f} ± {entry['eval_std']:.2f} |")
+            f" | {entry['env_steps_per_s']:,.0f} | {entry['eval_mean']:.2f} ± {entry['eval_std']:.2f} |{also}")
 
 
 def table(name: str, row: Row, entries: list[dict], cpu: str) -> str:
@@ -250,8 +275,9 @@ def table(name: str, row: Row, entries: list[dict], cpu: str) -> str:
     targets = " / ".join(f"{t:g}" for t in row.milestones)
     lines = [f"`python reproduce.py {name} --seeds {len(entries)}`; CPU: {cpu}", "",
              f"| seed | env steps to {targets} (last-100 training mean) | wall time to {row.milestones[-1]:g} | "
-             f"end: env steps, wall time | env steps/s | eval ({row.eval_episodes} greedy episodes) |",
-             "|---|---|---|---|---:|---|"]
+             f"end: env steps, wall time | env steps/s | eval ({row.eval_episodes} greedy episodes) |"
+             + "".join(f" eval, {name} |" for name, _ in row.also_eval),
+             "|---|---|---|---|---:|---|" + "---|" * len(row.also_eval)]
     lines += [_row_cells(e, row) for e in entries]
     if len(entries) > 1:
         med_steps = []
@@ -263,7 +289,9 @@ def table(name: str, row: Row, entries: list[dict], cpu: str) -> str:
                      f"{'not reached' if med_time is None else _minutes(med_time)} | "
                      f"{_steps(statistics.median(e['env_steps'] for e in entries))} | "
                      f"{statistics.median(e['env_steps_per_s'] for e in entries):,.0f} | "
-                     f"{statistics.median(e['eval_mean'] for e in entries):.2f} |")
+                     f"{statistics.median(e['eval_mean'] for e in entries):.2f} |"
+                     + "".join(f" {statistics.median(e['also_eval'][name]['mean'] for e in entries):.2f} |"
+                               for name, _ in row.also_eval))
     return "\n".join(lines)
 
 

@@ -51,15 +51,25 @@ def test_quick_cartpole_row_trains_evaluates_plots_and_resumes(tmp_path):
     assert [{k: s[k] for k in figures} for s in reread] == [{k: s[k] for k in figures} for s in summary["seeds"]]
 
 
-def test_quick_pong_row_passes_its_stop_target_and_reports_unreached_milestones(tmp_path):
+def test_quick_sticky_pong_row_passes_its_stop_target_and_evaluates_also_without_sticky_actions(tmp_path):
     out = tmp_path / "pong"
-    code, stdout, err = run("reproduce.py", ["pong", "--seeds", 1, "--quick", "--out", out], tmp_path,
-                            cli_env(fake=False), "pong", timeout=300)
+    code, stdout, err = run("reproduce.py", ["pong-acer-t10-sticky", "--seeds", 1, "--quick", "--out", out],
+                            tmp_path, cli_env(fake=False), "pong", timeout=300)
     assert code == 0, err[-3000:]
     entry = json.load(open(out / "summary.json"))["seeds"][0]
-    assert "--preset pong --seed 0" in entry["train_command"]
+    assert "--preset pong-acer-t10-sticky --seed 0" in entry["train_command"]
     assert "--stop-at-mean-return 18" in entry["train_command"]
     assert entry["milestones"] == {"-15": None, "0": None, "18": None}  # 2,000 steps: no full 100-episode window
+    # evaluated twice: as trained (sticky, the preset's setting, read from the run's config) and without
+    also = entry["also_eval"]["no-sticky"]
+    assert also["command"].endswith("--repeat-action-probability 0") and "eval-no-sticky" in also["command"]
+    for eval_dir, mean, sticky in (("eval", entry["eval_mean"], 0.25), ("eval-no-sticky", also["mean"], 0.0)):
+        scores = json.load(open(os.path.join(entry["logdir"], eval_dir, "scores.json")))
+        assert len(scores["episodes"]) == 2 and mean == pytest.approx(scores["mean"])
+        assert scores["repeat_action_probability"] == sticky
+    assert "| eval, no-sticky |" in stdout
+    assert f"| {entry['eval_mean']:.2f} ± {entry['eval_std']:.2f} | {also['mean']:.2f} ± {also['std']:.2f} |" \
+        in stdout
     assert "| 0 | - / - / - | not reached |" in stdout
 
 
