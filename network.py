@@ -204,19 +204,6 @@ def _frame_means(obs: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.cast(obs, tf.float32), axis=[2, 3]) * (1.0 / 255.0)
 
 
-def _centring_offset(x: tf.Tensor, kernel: tf.Tensor, block: int) -> tf.Tensor:
-    """What subtracting each frame's mean from a space-to-depth input `x` `[N, H, W, block^2 * C]` takes off
-    conv0's output, `[N, F]` in the kernel's dtype. The means are constant over space, so every output pixel
-    loses the same sum over taps and channels of kernel x mean: one `[N, 64] @ [64, F]` matmul. Same function
-    and gradients as centring the input, without another pass over it. Channel (i * block + j) * C + c is a pixel
-    of frame c, so frame c's mean is the mean of its block^2 channels' means."""
-    channel_means = tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2])  # [N, block^2 * C]; a no-op cast in float32
-    frames = x.shape[-1] // (block * block)
-    frame_means = tf.reduce_mean(tf.reshape(channel_means, [-1, block * block, frames]), axis=1)  # [N, C]
-    tap_sums = tf.cast(tf.reduce_sum(kernel, axis=[0, 1]), tf.float32)  # [block^2 * C, F]
-    return tf.cast(tf.matmul(tf.tile(frame_means, [1, block * block]), tap_sums), kernel.dtype)
-
-
 def _torso_kernel_init(torso_init: str):
     """Keras' default Glorot-uniform, or orthogonal with the ReLU gain sqrt(2) as OpenAI baselines and CleanRL
     initialise their conv torsos: ~2.3x Glorot's weights at conv0 (fan-in 256 against fan-in + fan-out 1,280)."""
@@ -327,14 +314,11 @@ class PolicyValueNet(keras.Model):
             return []
         dtype = self.hidden.compute_dtype  # the torso's dtype policy decides: "float32" or "bfloat16"
         if self.space_to_depth:
-            pixels = space_to_depth_input(obs, self.first_stride, dtype)
+            x = space_to_depth_input(obs, self.first_stride, dtype)
             kernel = tf.cast(space_to_depth_kernel(self.conv0.kernel, self.first_stride), dtype)
-            x = tf.nn.conv2d(pixels, kernel, 1, "VALID")
-            if self.center_frames:  # conv(pixels - mean) = conv(pixels) - offset: no extra pass over the pixels
-                bias = tf.cast(self.conv0.bias, dtype)[None, :] - _centring_offset(pixels, kernel, self.first_stride)
-                x = tf.nn.relu(x + bias[:, None, None, :])
-            else:
-                x = tf.nn.relu(tf.nn.bias_add(x, tf.cast(self.conv0.bias, dtype)))
+            if self.center_frames:  # channel (i * block + j) * C + c is a pixel of frame c: tile the C means
+                x = x - tf.cast(tf.tile(_frame_means(obs), [1, self.first_stride ** 2])[:, None, None, :], dtype)
+            x = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "VALID"), tf.cast(self.conv0.bias, dtype)))
             outputs = [("conv0", x)]
             rest = self.conv_names[1:]
         else:

@@ -234,9 +234,9 @@ def test_centred_frames_are_the_same_function_with_and_without_space_to_depth():
     np.testing.assert_allclose(s2d(obs).value.numpy(), plain(obs).value.numpy(), atol=1e-5)
 
 
-def test_folded_centring_has_the_gradients_of_centring_the_input():
-    """The space-to-depth path folds the frame means into conv0's bias (network._centring_offset); the plain
-    path subtracts them from the pixels. Same function, so the same gradient for every variable."""
+def test_centring_has_the_same_gradients_with_and_without_space_to_depth():
+    """The space-to-depth path subtracts each frame's mean tiled over its 16 channels of the 21x21x64 view; the
+    plain path subtracts it from the 84x84 frames. Same function, so the same gradient for every variable."""
     obs = tf.constant(_frames(3, seed=5))
     s2d = network.build_network(NUM_ACTIONS, "a3c", device="/CPU:0", center_frames=True)
     plain = network.build_network(NUM_ACTIONS, "a3c", device="/CPU:0", center_frames=True, space_to_depth=False)
