@@ -211,10 +211,12 @@ def run_seed(args, row: Row, seed: int) -> dict:
         status = _run_tool(evaluate, log_path)
         if status != 0:
             raise ReproduceError(f"seed {seed}: a3c_test.py exited with status {status}; see {log_path}", status=1)
-    also_commands = {}
+    also_commands = {}  # name -> (a3c_test.py command, its --out)
     for name, flags in row.also_eval:  # after the main one, so a seed finished before a row gained one gets it too
-        cmd = also_commands[name] = evaluation(os.path.join(logdir, f"eval-{name}"), *flags)
-        if not os.path.exists(os.path.join(cmd[cmd.index("--out") + 1], "scores.json")):
+        out_dir = os.path.join(logdir, f"eval-{name}")
+        cmd = evaluation(out_dir, *flags)
+        also_commands[name] = (cmd, out_dir)
+        if not os.path.exists(os.path.join(out_dir, "scores.json")):
             print(f"seed {seed}: evaluating, {name} ({' '.join(cmd[2:])})", flush=True)
             status = _run_tool(cmd, log_path)
             if status != 0:
@@ -225,8 +227,8 @@ def run_seed(args, row: Row, seed: int) -> dict:
         with open(os.path.join(eval_dir, "scores.json")) as f:
             scores = json.load(f)
         also_scores = {}
-        for name, cmd in also_commands.items():
-            with open(os.path.join(cmd[cmd.index("--out") + 1], "scores.json")) as f:
+        for name, (_, out_dir) in also_commands.items():
+            with open(os.path.join(out_dir, "scores.json")) as f:
                 also_scores[name] = json.load(f)
     except (plot.PlotError, OSError, ValueError) as e:
         raise ReproduceError(f"seed {seed}: cannot read the run's results ({e})", status=1) from None
@@ -238,7 +240,7 @@ def run_seed(args, row: Row, seed: int) -> dict:
         "milestones": {f"{t:g}": (None if r is None else {"env_steps": int(r[0]), "wall_time_s": r[1]})
                        for t, r in reached.items()},
         "eval_mean": scores["mean"], "eval_std": scores["std"], "eval_episodes": len(scores["episodes"]),
-        "also_eval": {name: {"command": " ".join(also_commands[name][1:]), "mean": sc["mean"], "std": sc["std"],
+        "also_eval": {name: {"command": " ".join(also_commands[name][0][1:]), "mean": sc["mean"], "std": sc["std"],
                              "episodes": len(sc["episodes"])} for name, sc in also_scores.items()},
         "session_wall_time_s": round(time.time() - started, 1),
     }
