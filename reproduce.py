@@ -57,7 +57,10 @@ ROWS: dict[str, Row] = {
     "pong-acer-t10": Row(("--preset", "pong-acer-t10"), (-15.0, 0.0, 18.0), stop_at=18.0),
     "pong-acer-t10-sticky": Row(("--preset", "pong-acer-t10-sticky"), (-15.0, 0.0, 18.0), stop_at=18.0,
                                 also_eval=(("no-sticky", ("--repeat-action-probability", "0")),)),
-    "breakout": Row(("--preset", "breakout"), (50.0, 200.0, 400.0), stop_at=400.0),
+    # Greedy Breakout can loop (the ball circling without touching a brick) until the 108K-frame limit: the policy's
+    # own samples, A3C's acting rule, are evaluated too.
+    "breakout": Row(("--preset", "breakout"), (50.0, 200.0, 400.0), stop_at=400.0,
+                    also_eval=(("sample", ("--sample",)),)),
     "cartpole": Row(("--preset", "cartpole"), (475.0,)),
     "pendulum": Row(("--preset", "pendulum"), (-250.0,)),
 }
@@ -240,8 +243,10 @@ def run_seed(args, row: Row, seed: int) -> dict:
         "milestones": {f"{t:g}": (None if r is None else {"env_steps": int(r[0]), "wall_time_s": r[1]})
                        for t, r in reached.items()},
         "eval_mean": scores["mean"], "eval_std": scores["std"], "eval_episodes": len(scores["episodes"]),
+        "eval_truncated": scores.get("truncated_episodes", 0),
         "also_eval": {name: {"command": " ".join(also_commands[name][0][1:]), "mean": sc["mean"], "std": sc["std"],
-                             "episodes": len(sc["episodes"])} for name, sc in also_scores.items()},
+                             "episodes": len(sc["episodes"]), "truncated": sc.get("truncated_episodes", 0)}
+                      for name, sc in also_scores.items()},
         "session_wall_time_s": round(time.time() - started, 1),
     }
     entry["env_steps_per_s"] = entry["env_steps"] / max(entry["wall_time_s"], 1e-9)
@@ -264,12 +269,19 @@ def _milestone_cells(entry: dict, row: Row) -> tuple[str, str]:
     return steps, ("not reached" if seconds is None else _minutes(seconds))
 
 
+def _eval_cell(mean: float, std: float, truncated: int) -> str:
+    """`mean ± std`, and how many episodes were cut before the game ended (by the env's time limit or --max-steps):
+    their returns are partial."""
+    return f"{mean:.2f} ± {std:.2f}" + (f" ({truncated} cut short)" if truncated else "")
+
+
 def _row_cells(entry: dict, row: Row) -> str:
     steps, minutes = _milestone_cells(entry, row)
-    also = "".join(f" {entry['also_eval'][name]['mean']:.2f} ± {entry['also_eval'][name]['std']:.2f} |"
-                   for name, _ in row.also_eval)
+    also = "".join(f" {_eval_cell(a['mean'], a['std'], a.get('truncated', 0))} |"
+                   for a in (entry["also_eval"][name] for name, _ in row.also_eval))
     return (f"| {entry['seed']} | {steps} | {minutes} | {_steps(entry['env_steps'])}, {_minutes(entry['wall_time_s'])}"
-            f" | {entry['env_steps_per_s']:,.0f} | {entry['eval_mean']:.2f} ± {entry['eval_std']:.2f} |{also}")
+            f" | {entry['env_steps_per_s']:,.0f} | "
+            f"{_eval_cell(entry['eval_mean'], entry['eval_std'], entry.get('eval_truncated', 0))} |{also}")
 
 
 def table(name: str, row: Row, entries: list[dict], cpu: str) -> str:

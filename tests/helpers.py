@@ -21,6 +21,10 @@ import hparams
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS_DIR = os.path.join(REPO_ROOT, "tests")
 
+# Every timeout in the tests is a hang guard, written for a test that has the 2-core machine to itself. The README's
+# command runs two tests at a time (pytest -n 2), which can halve what each gets, so the guards are doubled here.
+HANG_GUARD_SCALE = 2.0
+
 # 2 threads x 2 envs x t_max 5: 10 env steps per update.
 SMALL = dict(env_id="ALE/Pong-v5", threads=2, envs_per_thread=2, t_max=5, total_env_steps=200, progress_bar=False,
              log_interval_s=60.0, checkpoint_interval_s=600.0, network="a3c", tf_intra_op_threads=2)
@@ -70,6 +74,7 @@ class Proc:
                                       env=env or cli_env(), stdout=out, stderr=err, **popen)
 
     def wait(self, timeout=120) -> int:
+        timeout *= HANG_GUARD_SCALE
         try:
             return self.p.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -99,7 +104,7 @@ def one_error_line(err: str) -> str:
 
 
 def wait_until(condition, timeout=60.0, what="condition", proc: Proc | None = None):
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * HANG_GUARD_SCALE
     while time.monotonic() < deadline:
         if condition():
             return

@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import HANG_GUARD_SCALE
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 
 
 def run(*args, timeout=240):
-    return subprocess.run([PY, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([PY, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout * HANG_GUARD_SCALE)
 
 
 @pytest.fixture(scope="module")

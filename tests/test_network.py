@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import network
+from helpers import HANG_GUARD_SCALE
 
 NUM_ACTIONS = 6
 KINDS = ["a3c", "nature"]
@@ -118,7 +119,7 @@ def test_variables_are_placed_on_the_requested_device():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run([sys.executable, "-c", _DEVICE_SCRIPT], cwd=repo, env=env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120 * HANG_GUARD_SCALE)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "OK" in proc.stdout
 

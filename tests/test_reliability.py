@@ -464,15 +464,19 @@ def test_a_thread_stuck_in_the_env_does_not_hang_the_exit(tmp_path, capsys, monk
         return envs[index]
     trainer = make_trainer(tmp_path, factory=factory, total_env_steps=10**9)
 
+    stopped_at = []
+
     def stop_once_hanging():  # as a signal would
         envs[1].hanging.wait(60)
+        stopped_at.append(time.monotonic())
         trainer.stop_event.set()
     timer = threading.Thread(target=stop_once_hanging)
     timer.start()
-    started = time.monotonic()
     try:
         assert trainer.run() == 0
-        assert time.monotonic() - started < 10
+        # the join timeout (2 s) and a save, not the hang (which lasts until `release`); the margin is for a
+        # loaded machine (pytest -n 2 runs another test beside this one)
+        assert time.monotonic() - stopped_at[0] < 20
         err = capsys.readouterr().err
         assert "learner thread(s) [1] did not stop within 2 s" in err
         assert trainer.store.saved_path and checkpoints.checkpoint_problem(trainer.store.saved_path) is None

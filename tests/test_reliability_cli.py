@@ -150,7 +150,9 @@ def test_a_failing_env_stops_every_thread_saves_and_exits_nonzero(tmp_path):
     code = proc.wait(120)
     exited = time.time()
     assert code == 1
-    assert exited - float(marker.read_text()) < 10.0  # every thread stopped and the checkpoint is written
+    # every thread stopped and the checkpoint is written within seconds (with a margin for a loaded machine); a run
+    # that went on would train to 10**9 steps and trip the timeout above
+    assert exited - float(marker.read_text()) < 30.0
     line = one_error_line(proc.err)
     assert line.startswith("error: learner thread 1 failed: RuntimeError: fake env #1 failed at step 30; "
                            "all threads stopped; last good state saved in "), line

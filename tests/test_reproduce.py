@@ -68,9 +68,21 @@ def test_quick_sticky_pong_row_passes_its_stop_target_and_evaluates_also_without
         assert len(scores["episodes"]) == 2 and mean == pytest.approx(scores["mean"])
         assert scores["repeat_action_probability"] == sticky
     assert "| eval, no-sticky |" in stdout
-    assert f"| {entry['eval_mean']:.2f} ± {entry['eval_std']:.2f} | {also['mean']:.2f} ± {also['std']:.2f} |" \
-        in stdout
+    assert entry["eval_truncated"] == 2 and also["truncated"] == 2  # --quick's --max-steps 100 cuts every episode
+    assert (f"| {entry['eval_mean']:.2f} ± {entry['eval_std']:.2f} (2 cut short) | "
+            f"{also['mean']:.2f} ± {also['std']:.2f} (2 cut short) |") in stdout
     assert "| 0 | - / - / - | not reached |" in stdout
+
+
+def test_the_row_says_how_many_evaluation_episodes_were_cut_short():
+    entry = {"seed": 0, "milestones": {"50": {"env_steps": 2_720_000, "wall_time_s": 600.0}, "200": None, "400": None},
+             "env_steps": 3_000_000, "wall_time_s": 900.0, "env_steps_per_s": 3333.3, "eval_mean": 344.333,
+             "eval_std": 90.88, "eval_truncated": 30,
+             "also_eval": {"sample": {"mean": 401.5, "std": 20.25, "truncated": 0}}}
+    cells = reproduce._row_cells(entry, reproduce.ROWS["breakout"])
+    assert cells.endswith("| 344.33 ± 90.88 (30 cut short) | 401.50 ± 20.25 |"), cells
+    del entry["eval_truncated"], entry["also_eval"]["sample"]["truncated"]  # a summary.json written before the count
+    assert reproduce._row_cells(entry, reproduce.ROWS["breakout"]).endswith("| 344.33 ± 90.88 | 401.50 ± 20.25 |")
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
