@@ -277,11 +277,11 @@ def _eval_cell(mean: float, std: float, truncated: int) -> str:
 
 def _row_cells(entry: dict, row: Row) -> str:
     steps, minutes = _milestone_cells(entry, row)
-    also = "".join(f" {_eval_cell(a['mean'], a['std'], a.get('truncated', 0))} |"
+    also = "".join(f" {_eval_cell(a['mean'], a['std'], a['truncated'])} |"
                    for a in (entry["also_eval"][name] for name, _ in row.also_eval))
     return (f"| {entry['seed']} | {steps} | {minutes} | {_steps(entry['env_steps'])}, {_minutes(entry['wall_time_s'])}"
             f" | {entry['env_steps_per_s']:,.0f} | "
-            f"{_eval_cell(entry['eval_mean'], entry['eval_std'], entry.get('eval_truncated', 0))} |{also}")
+            f"{_eval_cell(entry['eval_mean'], entry['eval_std'], entry['eval_truncated'])} |{also}")
 
 
 def table(name: str, row: Row, entries: list[dict], cpu: str) -> str:
