@@ -177,6 +177,9 @@ def test_pendulum_gaussian_policy_trains_and_checkpoints_its_obs_normalisation(t
                                          "--record", 1], tmp_path, env, "eval", timeout=180)
     assert code == 0, err[-2000:]
     assert json.load(open(tmp_path / "eval" / "scores.json"))["lengths"] == [200, 200]
+    code, _, err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "eps", "--epsilon", 0.1,
+                                       "--record", 0], tmp_path, env, "epsilon")
+    assert code == 2 and "--epsilon needs a discrete action space" in one_error_line(err), err
 
 
 def test_bad_input_for_new_envs_fails_in_one_line_without_touching_the_run(cartpole_run, tmp_path):
@@ -254,6 +257,12 @@ def test_cartpole_learns_in_a_short_run(tmp_path):
                                        "--record", 0], tmp_path, env, "eval", timeout=180)
     assert code == 0, err[-2000:]
     assert json.load(open(tmp_path / "eval" / "scores.json"))["mean"] >= CARTPOLE_GREEDY_FLOOR
+    # --epsilon 1 replaces every greedy action by a uniformly random one: a random CartPole policy lasts ~22 steps
+    code, _, err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "random", "--episodes", 10,
+                                       "--record", 0, "--epsilon", 1], tmp_path, env, "random", timeout=180)
+    assert code == 0, err[-2000:]
+    scores = json.load(open(tmp_path / "random" / "scores.json"))
+    assert scores["epsilon"] == 1.0 and scores["mean"] < 40, scores
 
 
 def test_a_gymnasium_image_env_gets_the_atari_frames_and_the_conv_net():
