@@ -3,6 +3,7 @@
     python a3c_test.py --model runs/pong --out eval/pong                      # 30 greedy episodes, 1 video
     python a3c_test.py --model runs/pong/checkpoints/ckpt-420 --out eval/x --episodes 10 --sample --record 3
     python a3c_test.py --model models/pong --out eval/y --env-id ALE/Pong-v5 --seed 7 --max-steps 5000
+    python a3c_test.py --model models/breakout --out eval/b --epsilon 0.01   # greedy, 1% random actions
     python a3c_test.py --model models/pong --export exported/pong          # a SavedModel of the policy
     python a3c_test.py --model exported/pong --out eval/z                  # ... evaluated like a checkpoint
 
@@ -11,7 +12,9 @@ checkpoint prefix (`.../ckpt-420`), or a SavedModel written by --export. The hyp
 (or in its parent directory); evaluation always plays full games (no episodic life) with raw, unclipped scores.
 
 The agents run through the same code as training: envs.make_vector_env + BatchAgents, and the learner's
-policy (`--greedy` takes the argmax action, `--sample` samples the policy). N episodes are
+policy (`--greedy` takes the argmax action, `--sample` samples the policy; `--epsilon E` replaces each action
+by a uniformly random one with probability E, which breaks the loops a greedy Atari policy can fall into and
+run to the time limit). N episodes are
 N envs of one vector env, each contributing its first finished episode. Videos come from a second, RGB vector
 env seeded alike and fed the same actions, so it plays the same games frame for frame.
 
@@ -64,6 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     mode.add_argument("--greedy", dest="greedy", action="store_true", default=True,
                       help="take the most probable action")
     mode.add_argument("--sample", dest="greedy", action="store_false", help="sample actions from the policy")
+    p.add_argument("--epsilon", type=float, default=0.0, metavar="E",
+                   help="with probability E per env and step, play a uniformly random action instead of the "
+                        "policy's (discrete actions only; 0.01 breaks greedy loops; DQN-family Atari evaluations "
+                        "use 0.05 down to 0.001)")
     p.add_argument("--seed", type=int, default=0, help="env j is seeded with seed + j; also seeds sampling")
     p.add_argument("--env-id", "--env", dest="env_id", default=None,
                    help="evaluate on this env id instead of the one trained on (same flag as a3c.py's)")
@@ -81,6 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     if args.repeat_action_probability is not None and not 0.0 <= args.repeat_action_probability <= 1.0:
         raise ConfigError(f"--repeat-action-probability must be in [0, 1], got {args.repeat_action_probability}")
+    if not 0.0 <= args.epsilon <= 1.0:
+        raise ConfigError(f"--epsilon must be in [0, 1], got {args.epsilon}")
     if args.record < 0:
         raise ConfigError(f"--record must be >= 0, got {args.record}")
     if args.max_steps is not None and args.max_steps < 1:
@@ -88,6 +97,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not 0 <= args.seed < 2 ** 31 - args.episodes:
         raise ConfigError(f"--seed must be in [0, 2^31 - episodes), got {args.seed}")
     return args
+
+
+def epsilon_random(actions: np.ndarray, epsilon: float, num_actions: int, rng: np.random.Generator) -> np.ndarray:
+    """actions `[N]` int with each entry replaced, with probability epsilon, by one drawn uniformly from
+    [0, num_actions) (which may be the same action); same dtype."""
+    replace = rng.random(actions.shape) < epsilon
+    uniform = rng.integers(0, num_actions, actions.shape).astype(actions.dtype)
+    return np.where(replace, uniform, actions)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -233,6 +250,9 @@ def evaluate(args) -> int:
             raise RunError(_mismatch_message(why, env_id, action_spec, saved_action, saved_hp.env_id, other_game,
                                              config_path, hp.full_action_space))
         action_spec = saved_action or action_spec
+        if args.epsilon > 0 and not action_spec.is_discrete:
+            raise ConfigError(f"--epsilon needs a discrete action space; {env_id} has box({action_spec.size}) "
+                              f"actions (evaluate with --epsilon 0)")
         if other_game:
             warn(f"evaluating on {env_id} but the checkpoint was trained on {saved_hp.env_id}")
         if is_saved_model(args.model):
@@ -275,8 +295,12 @@ def evaluate(args) -> int:
                     mismatched.append(i)
                 videos[i].close()
 
+        # Its own stream, so --epsilon 0 plays exactly the games it played before the flag existed.
+        explore = np.random.default_rng([int(args.seed), 0xE951])
         while not finished.all():
             actions, _, agent.state, *_ = agent.act(policy)
+            if args.epsilon > 0:
+                actions = epsilon_random(actions, args.epsilon, action_spec.size, explore)
             _, terminated, truncated, _, (ended_returns, ended_lengths) = agent.step(actions)
             if K and not all(v.closed for v in videos):
                 frames, reward, v_term, v_trunc, _ = video_env.step(actions[:K])
@@ -327,6 +351,7 @@ def evaluate(args) -> int:
         "max": float(np.max(returns)),
         "min": float(np.min(returns)),
         "greedy": bool(args.greedy),
+        "epsilon": float(args.epsilon),
         "seed": int(args.seed),
         "env_steps_trained": env_steps_trained,
         "truncated_episodes": int(capped.sum() + time_limit.sum()),

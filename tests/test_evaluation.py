@@ -1,0 +1,41 @@
+"""a3c_test.py's pure parts: the epsilon-random replacement of actions and the checks of its flags. The runs of
+a3c_test.py itself are in test_end_to_end, test_reliability_cli and test_gymnasium."""
+import numpy as np
+import pytest
+
+import a3c_test
+from errors import ConfigError
+
+
+def test_epsilon_zero_keeps_every_action_and_the_dtype():
+    actions = np.arange(12, dtype=np.int32) % 6
+    out = a3c_test.epsilon_random(actions, 0.0, 6, np.random.default_rng(0))
+    np.testing.assert_array_equal(out, actions)
+    assert out.dtype == np.int32
+
+
+def test_epsilon_one_plays_every_action_uniformly():
+    rng = np.random.default_rng(1)
+    actions = np.zeros(60_000, np.int64)  # the policy always says 0
+    counts = np.bincount(a3c_test.epsilon_random(actions, 1.0, 6, rng), minlength=6)
+    # 10,000 expected per action; the binomial std is ~91, so 500 is > 5 sigma
+    np.testing.assert_allclose(counts, 10_000, atol=500)
+
+
+def test_epsilon_replaces_that_share_of_actions_and_a_replacement_may_repeat_the_action():
+    rng = np.random.default_rng(2)
+    actions = np.full(100_000, 3, np.int64)
+    out = a3c_test.epsilon_random(actions, 0.3, 6, rng)
+    assert out.min() >= 0 and out.max() <= 5
+    # 30% are redrawn, 1/6 of those land on 3 again: 25% change (binomial std 0.14%)
+    assert np.mean(out != actions) == pytest.approx(0.3 * 5 / 6, abs=0.01)
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5"])
+def test_epsilon_outside_zero_one_is_a_one_line_config_error(value):
+    with pytest.raises(ConfigError, match=rf"--epsilon must be in \[0, 1\], got {value}"):
+        a3c_test.parse_args(["--model", "m", "--out", "o", "--epsilon", value])
+
+
+def test_epsilon_defaults_to_zero():
+    assert a3c_test.parse_args(["--model", "m", "--out", "o"]).epsilon == 0.0
