@@ -58,9 +58,9 @@ ROWS: dict[str, Row] = {
     "pong-acer-t10-sticky": Row(("--preset", "pong-acer-t10-sticky"), (-15.0, 0.0, 18.0), stop_at=18.0,
                                 also_eval=(("no-sticky", ("--repeat-action-probability", "0")),)),
     # Greedy Breakout can loop (the ball circling without touching a brick) until the 108K-frame limit: the policy's
-    # own samples, A3C's acting rule, are evaluated too.
+    # own samples, A3C's acting rule, and greedy with 1% random actions (the DQN-style loop breaker) are evaluated too.
     "breakout": Row(("--preset", "breakout"), (50.0, 200.0, 400.0), stop_at=400.0,
-                    also_eval=(("sample", ("--sample",)),)),
+                    also_eval=(("sample", ("--sample",)), ("epsilon-0.01", ("--epsilon", "0.01")))),
     "cartpole": Row(("--preset", "cartpole"), (475.0,)),
     "pendulum": Row(("--preset", "pendulum"), (-250.0,)),
 }

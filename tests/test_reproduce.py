@@ -78,9 +78,10 @@ def test_the_row_says_how_many_evaluation_episodes_were_cut_short():
     entry = {"seed": 0, "milestones": {"50": {"env_steps": 2_720_000, "wall_time_s": 600.0}, "200": None, "400": None},
              "env_steps": 3_000_000, "wall_time_s": 900.0, "env_steps_per_s": 3333.3, "eval_mean": 344.333,
              "eval_std": 90.88, "eval_truncated": 30,
-             "also_eval": {"sample": {"mean": 401.5, "std": 20.25, "truncated": 0}}}
+             "also_eval": {"sample": {"mean": 401.5, "std": 20.25, "truncated": 0},
+                           "epsilon-0.01": {"mean": 436.067, "std": 80.71, "truncated": 1}}}
     cells = reproduce._row_cells(entry, reproduce.ROWS["breakout"])
-    assert cells.endswith("| 344.33 ± 90.88 (30 cut short) | 401.50 ± 20.25 |"), cells
+    assert cells.endswith("| 344.33 ± 90.88 (30 cut short) | 401.50 ± 20.25 | 436.07 ± 80.71 (1 cut short) |"), cells
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
