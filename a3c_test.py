@@ -81,6 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--record", type=int, default=1, help="record the first K episodes as mp4 and gif")
     p.add_argument("--max-steps", type=int, default=None,
                    help="safety cap: end an episode after this many agent steps (counted as truncated)")
+    p.add_argument("--no-progress-bar", dest="progress_bar", action="store_false",
+                   help="no episode progress bar on stderr (for logs; same flag as a3c.py's)")
     args = p.parse_args(argv)
     if (args.out is None) == (args.export is None):
         raise ConfigError("pass --out DIR to evaluate or --export DIR to write a SavedModel (one of them)")
@@ -189,6 +191,12 @@ def export(args) -> int:
     return 0
 
 
+def _check_epsilon(epsilon: float, action_spec, env_id: str) -> None:
+    if epsilon > 0 and not action_spec.is_discrete:
+        raise ConfigError(f"--epsilon needs a discrete action space; {env_id} has box({action_spec.size}) "
+                          f"actions (evaluate with --epsilon 0)")
+
+
 def _mismatch_message(why: str, env_id: str, action, saved_action, trained_env_id: str, other_game: bool,
                       config_path: str, full_action_space: bool) -> str:
     """Why the checkpoint cannot play env_id: another game (the user's choice), or a config that does not
@@ -219,6 +227,8 @@ def evaluate(args) -> int:
     saved_hp, saved_specs = load_config(config_path)
     env_id = args.env_id or saved_hp.env_id
     check_env_id(env_id)
+    if saved_specs[1] is not None:  # refuse before --out is created; configs without action info: checked below
+        _check_epsilon(args.epsilon, saved_specs[1], env_id)
     prepare_writable_dir(args.out, "--out")
     N = args.episodes
     K = min(args.record, N)
@@ -250,9 +260,7 @@ def evaluate(args) -> int:
             raise RunError(_mismatch_message(why, env_id, action_spec, saved_action, saved_hp.env_id, other_game,
                                              config_path, hp.full_action_space))
         action_spec = saved_action or action_spec
-        if args.epsilon > 0 and not action_spec.is_discrete:
-            raise ConfigError(f"--epsilon needs a discrete action space; {env_id} has box({action_spec.size}) "
-                              f"actions (evaluate with --epsilon 0)")
+        _check_epsilon(args.epsilon, action_spec, env_id)
         if other_game:
             warn(f"evaluating on {env_id} but the checkpoint was trained on {saved_hp.env_id}")
         if is_saved_model(args.model):
@@ -285,7 +293,8 @@ def evaluate(args) -> int:
         capped = np.zeros(N, bool)  # cut by --max-steps
         time_limit = np.zeros(N, bool)  # cut by the env's max_episode_frames
         mismatched = []
-        bar = tqdm(total=N, unit="episode", dynamic_ncols=True, file=sys.stderr, desc="episodes")
+        bar = tqdm(total=N, unit="episode", dynamic_ncols=True, file=sys.stderr, desc="episodes",
+                   disable=not args.progress_bar)
 
         def finish(i, ret, length, cap=False, limit=False):
             finished[i], returns[i], lengths[i], capped[i], time_limit[i] = True, ret, length, cap, limit

@@ -199,7 +199,7 @@ def run_seed(args, row: Row, seed: int) -> dict:
     def evaluation(out_dir: str, *flags: str) -> list[str]:
         return [sys.executable, os.path.join(HERE, "a3c_test.py"), "--model", logdir, "--out", out_dir,
                 "--episodes", str(row.eval_episodes), "--record", "1", "--seed", str(args.eval_seed),
-                *(QUICK_EVAL if args.quick else ()), *flags]
+                "--no-progress-bar", *(QUICK_EVAL if args.quick else ()), *flags]
 
     evaluate = evaluation(eval_dir)
     started = time.time()

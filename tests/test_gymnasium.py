@@ -183,6 +183,7 @@ def test_pendulum_gaussian_policy_trains_and_checkpoints_its_obs_normalisation(t
     code, _, err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "eps", "--epsilon", 0.1,
                                        "--record", 0], tmp_path, env, "epsilon")
     assert code == 2 and "--epsilon needs a discrete action space" in one_error_line(err), err
+    assert not (tmp_path / "eps").exists()  # refused from the saved config, before --out is made
 
 
 def test_bad_input_for_new_envs_fails_in_one_line_without_touching_the_run(cartpole_run, tmp_path):
@@ -257,14 +258,16 @@ def test_cartpole_learns_in_a_short_run(tmp_path):
     assert code == 0, err[-2000:]
     rows = [r for r in progress_rows(logdir) if r["mean_return"]]
     assert max(float(r["mean_return"]) for r in rows) >= CARTPOLE_TRAINING_FLOOR, rows[-1]
-    code, _, err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "eval", "--episodes", 10,
-                                       "--record", 0], tmp_path, env, "eval", timeout=180)
-    assert code == 0, err[-2000:]
+    code, _, greedy_err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "eval", "--episodes", 10,
+                                              "--record", 0], tmp_path, env, "eval", timeout=180)
+    assert code == 0, greedy_err[-2000:]
     assert json.load(open(tmp_path / "eval" / "scores.json"))["mean"] >= CARTPOLE_GREEDY_FLOOR
     # --epsilon 1 replaces every greedy action by a uniformly random one: a random CartPole policy lasts ~22 steps
     code, _, err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "random", "--episodes", 10,
-                                       "--record", 0, "--epsilon", 1], tmp_path, env, "random", timeout=180)
+                                       "--record", 0, "--epsilon", 1, "--no-progress-bar"], tmp_path, env, "random",
+                         timeout=180)
     assert code == 0, err[-2000:]
+    assert "episodes: " in greedy_err and "episodes: " not in err, err  # the episode bar: default on, flag off
     scores = json.load(open(tmp_path / "random" / "scores.json"))
     assert scores["epsilon"] == 1.0 and scores["mean"] < CARTPOLE_GREEDY_FLOOR, scores
 
