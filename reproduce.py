@@ -9,7 +9,9 @@ For each seed: `a3c.py` (log in OUT/seed-N.log, run in OUT/seed-N/), then `a3c_t
 --eval-seed), then the milestones read from progress.csv: env steps and training wall time at which the mean return
 of the last 100 episodes first reached each of the row's returns. At the end: OUT/curves.png (every seed on the
 same axes), OUT/summary.json, and the markdown table printed (one line per seed, the median, the CPU model).
-Re-running the same command resumes: finished seeds are read back, an interrupted one continues from its checkpoint.
+Re-running the same command resumes: seeds that reached the command's budget or stop target are read back, an
+interrupted one continues from its checkpoint (a run stopped short is never evaluated), and one finished under a
+smaller budget (`-- --total-env-steps N`) trains on; an evaluation is redone unless it is of the final checkpoint.
 
 Owns: the table of reproducible rows, running the command-line tools one at a time, and the row's figures.
 Must not: import TensorFlow or the trainer (it drives a3c.py, a3c_test.py and plot.py like a user), or run seeds
@@ -29,7 +31,9 @@ import subprocess
 import sys
 import time
 
+import hparams as hparams_lib
 import plot
+from errors import ConfigError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RETURN_WINDOW = plot.RETURN_WINDOW
@@ -122,6 +126,17 @@ def milestones(columns: dict, targets) -> dict[float, tuple[float, float] | None
     return found
 
 
+def training_done(columns: dict, total_env_steps: int, stop_at: float | None) -> bool:
+    """Whether a run with these progress.csv columns has reached the end its command sets: the step budget, or a
+    full last-100 window at --stop-at-mean-return (a3c.py stops at the first such row). False for a run stopped
+    early (a signal, a crash), which the same command resumes."""
+    if not columns["env_steps"]:
+        return False
+    if columns["env_steps"][-1] >= total_env_steps:
+        return True
+    return stop_at is not None and milestones(columns, (stop_at,))[stop_at] is not None
+
+
 def cpu_model() -> str:
     """`model name (family F model M), N CPUs` from /proc/cpuinfo: throughput figures depend on it."""
     fields = {}
@@ -185,6 +200,24 @@ def _print_status(progress_csv: str):
           f"mean return (last 100) {'n/a' if mean is None else f'{mean:.2f}'}", flush=True)
 
 
+def _read_columns(progress_csv: str) -> dict | None:
+    """progress.csv's columns (every row), or None before the first row."""
+    try:
+        columns = plot.read_progress(progress_csv, returns_only=False)
+    except plot.PlotError:
+        return None
+    return columns if columns["env_steps"] else None
+
+
+def _evaluated_steps(out_dir: str) -> int | None:
+    """The training step of the checkpoint out_dir/scores.json evaluated, or None (not evaluated yet)."""
+    try:
+        with open(os.path.join(out_dir, "scores.json")) as f:
+            return int(json.load(f)["env_steps_trained"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def run_seed(args, row: Row, seed: int) -> dict:
     """Train (or resume), evaluate and measure one seed; its summary entry."""
     logdir = os.path.join(args.out, f"seed-{seed}")
@@ -202,29 +235,49 @@ def run_seed(args, row: Row, seed: int) -> dict:
                 "--no-progress-bar", *(QUICK_EVAL if args.quick else ()), *flags]
 
     evaluate = evaluation(eval_dir)
+    try:  # the budget and stop target this command trains to (a3c.py reports a bad flag itself)
+        hp = hparams_lib.parse_args(train[2:])
+    except ConfigError:
+        hp = None
     started = time.time()
-    if os.path.exists(os.path.join(eval_dir, "scores.json")):  # evaluated by an earlier call: trained to its end
+    progress_csv = os.path.join(logdir, "progress.csv")
+    columns = _read_columns(progress_csv)
+    if hp is not None and columns is not None and training_done(columns, hp.total_env_steps,
+                                                                hp.stop_at_mean_return):
         print(f"seed {seed}: finished earlier, read back from {logdir}", flush=True)
     else:
         print(f"seed {seed}: training in {logdir} (log {log_path})", flush=True)
-        status = _run_tool(train, log_path, os.path.join(logdir, "progress.csv"))
+        status = _run_tool(train, log_path, progress_csv)
         if status != 0:
             raise ReproduceError(f"seed {seed}: a3c.py exited with status {status}; see {log_path}", status=1)
-        print(f"seed {seed}: evaluating ({' '.join(evaluate[2:])})", flush=True)
-        status = _run_tool(evaluate, log_path)
+        columns = _read_columns(progress_csv)
+        if hp is not None and (columns is None or not training_done(columns, hp.total_env_steps,
+                                                                    hp.stop_at_mean_return)):
+            at = "no" if columns is None else _steps(columns["env_steps"][-1])
+            raise ReproduceError(f"seed {seed}: a3c.py stopped at {at} env steps, before its budget "
+                                 f"{_steps(hp.total_env_steps)} or stop target (a signal?); not evaluated; the same "
+                                 f"command resumes it (see {log_path})", status=1)
+    trained_steps = None if columns is None else int(columns["env_steps"][-1])
+
+    def evaluate_unless_current(cmd: list[str], out_dir: str, name: str | None):
+        """Current: out_dir/scores.json is of the checkpoint training ended with (a continued run is evaluated
+        again)."""
+        evaluated = _evaluated_steps(out_dir)
+        if evaluated is not None and evaluated == trained_steps:
+            return
+        print(f"seed {seed}: evaluating{f', {name}' if name else ''} ({' '.join(cmd[2:])})", flush=True)
+        status = _run_tool(cmd, log_path)
         if status != 0:
-            raise ReproduceError(f"seed {seed}: a3c_test.py exited with status {status}; see {log_path}", status=1)
+            raise ReproduceError(f"seed {seed}: a3c_test.py{f' ({name})' if name else ''} exited with status "
+                                 f"{status}; see {log_path}", status=1)
+
+    evaluate_unless_current(evaluate, eval_dir, None)
     also_commands = {}  # name -> (a3c_test.py command, its --out)
     for name, flags in row.also_eval:  # after the main one, so a seed finished before a row gained one gets it too
         out_dir = os.path.join(logdir, f"eval-{name}")
         cmd = evaluation(out_dir, *flags)
         also_commands[name] = (cmd, out_dir)
-        if not os.path.exists(os.path.join(out_dir, "scores.json")):
-            print(f"seed {seed}: evaluating, {name} ({' '.join(cmd[2:])})", flush=True)
-            status = _run_tool(cmd, log_path)
-            if status != 0:
-                raise ReproduceError(f"seed {seed}: a3c_test.py ({name}) exited with status {status}; see {log_path}",
-                                     status=1)
+        evaluate_unless_current(cmd, out_dir, name)
     try:
         columns = plot.read_progress(os.path.join(logdir, "progress.csv"), returns_only=False)
         with open(os.path.join(eval_dir, "scores.json")) as f:

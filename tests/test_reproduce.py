@@ -16,6 +16,18 @@ def test_milestones_need_a_full_window_and_take_the_first_crossing():
     assert reproduce.milestones(columns, (18.0, 0.0, 21.0)) == {18.0: (400, 4.0), 0.0: (300, 3.0), 21.0: None}
 
 
+def test_a_run_is_done_at_its_budget_or_at_a_full_window_over_the_stop_target():
+    columns = {"env_steps": [100, 200, 300], "wall_time_s": [1.0, 2.0, 3.0], "episodes": [50, 99, 120],
+               "mean_return": [20.0, 19.0, 17.0]}
+    assert reproduce.training_done(columns, total_env_steps=300, stop_at=None)  # the budget, reached exactly
+    assert not reproduce.training_done(columns, total_env_steps=400, stop_at=None)  # stopped early: resume
+    assert not reproduce.training_done(columns, total_env_steps=400, stop_at=18.0)  # 19 and 20 without a full window
+    assert reproduce.training_done(columns, total_env_steps=400, stop_at=17.0)
+    # a larger budget after -- continues a run that ended at its old one
+    assert not reproduce.training_done(columns, total_env_steps=600, stop_at=21.0)
+    assert not reproduce.training_done({k: [] for k in columns}, total_env_steps=1, stop_at=None)
+
+
 def test_median_counts_a_seed_that_never_reached_as_infinitely_slow():
     assert reproduce._median([1.0, None, 3.0]) == 3.0
     assert reproduce._median([1.0, None, None]) is None
@@ -49,6 +61,16 @@ def test_quick_cartpole_row_trains_evaluates_plots_and_resumes(tmp_path):
     figures = ("env_steps", "wall_time_s", "milestones", "eval_mean", "eval_std")
     reread = json.load(open(out / "summary.json"))["seeds"]
     assert [{k: s[k] for k in figures} for s in reread] == [{k: s[k] for k in figures} for s in summary["seeds"]]
+
+    # a larger budget after -- continues the finished seed past its end, and its evaluation is redone
+    more_code, more, err = run("reproduce.py", ["cartpole", "--seeds", 1, "--quick", "--out", out, "--",
+                                                "--total-env-steps", 3000], tmp_path, cli_env(fake=False), "more",
+                               timeout=300)
+    assert more_code == 0, err[-3000:]
+    assert "seed 0: training in" in more and "seed 0: evaluating" in more
+    entry = json.load(open(out / "summary.json"))["seeds"][0]
+    assert entry["env_steps"] == 3000
+    assert json.load(open(os.path.join(entry["logdir"], "eval", "scores.json")))["env_steps_trained"] == 3000
 
 
 def test_quick_sticky_pong_row_passes_its_stop_target_and_evaluates_also_without_sticky_actions(tmp_path):
@@ -111,12 +133,13 @@ def test_a_failing_training_run_stops_with_the_seed_and_its_log(tmp_path):
 
 
 def test_sigterm_stops_the_running_training_which_saves_and_the_same_command_resumes(tmp_path):
+    """A signal to reproduce.py or to its a3c.py alone: saved, not evaluated, resumable."""
     import signal
 
     from helpers import Proc, progress_rows, wait_until
     out = tmp_path / "row"
     env = cli_env(fake=True, step_sleep_s=0.002)
-    argv = ["pong", "--seeds", 1, "--out", out, "--", "--total-env-steps", 3000, "--log-interval-s", 0.5,
+    argv = ["pong", "--seeds", 1, "--out", out, "--", "--total-env-steps", 20000, "--log-interval-s", 0.5,
             "--threads", 1, "--envs-per-thread", 2]
     proc = Proc("reproduce.py", argv, tmp_path, env, "first")
     wait_until(lambda: len(progress_rows(out / "seed-0")) >= 2, timeout=120, what="training rows", proc=proc)
@@ -126,10 +149,22 @@ def test_sigterm_stops_the_running_training_which_saves_and_the_same_command_res
     log = (out / "seed-0.log").read_text()
     assert "SIGINT: stopped all threads; saving a checkpoint" in log
     stopped_at = int(progress_rows(out / "seed-0")[-1]["env_steps"])
-    assert 0 < stopped_at < 3000
-    # resumed: a3c.py continues from the checkpoint (the eval, which has no fake env, is not reached here)
+    assert 0 < stopped_at < 20000
+    # resumed: a3c.py continues from the checkpoint. Then a signal to a3c.py alone (not to reproduce.py) stops it
+    # short of its budget too: reproduce.py must not evaluate that partial run, and says the command resumes it.
     again = Proc("reproduce.py", argv, tmp_path, env, "again")
     wait_until(lambda: "resuming from step" in (out / "seed-0.log").read_text(), timeout=120, what="resume",
                proc=again)
-    again.p.send_signal(signal.SIGTERM)
-    assert again.wait(120) == 130, again.err
+    # a row past the resume point: a3c.py is in its loop, where a signal makes it save (at start-up it would kill)
+    wait_until(lambda: any((r["env_steps"] or "").isdigit() and int(r["env_steps"]) > stopped_at
+                           for r in progress_rows(out / "seed-0")), timeout=120,
+               what="a row after the resume", proc=again)
+    children = open(f"/proc/{again.p.pid}/task/{again.p.pid}/children").read().split()
+    assert len(children) == 1, children
+    os.kill(int(children[0]), signal.SIGTERM)
+    assert again.wait(120) == 1, again.err
+    line = one_error_line(again.err)
+    assert "seed 0: a3c.py stopped at" in line and "not evaluated; the same command resumes it" in line, line
+    assert "SIGTERM: stopped all threads; saving a checkpoint" in (out / "seed-0.log").read_text()
+    assert int(progress_rows(out / "seed-0")[-1]["env_steps"]) < 20000
+    assert not (out / "seed-0" / "eval").exists()

@@ -49,7 +49,8 @@ def test_base_modules_import_nothing_above_them():
     for name in ("a3c_math", "network", "optimizers", "batch_agents", "plot"):  # pure: no trainer, no files
         assert project_imports(name) <= base, (name, project_imports(name))
     assert "a3c" not in project_imports("a3c_test")  # evaluation does not go through the trainer
-    assert project_imports("reproduce") == {"plot"}  # drives the command-line tools; never loads TensorFlow
+    # drives the command-line tools and reads its commands' budgets from hparams: never loads TensorFlow
+    assert project_imports("reproduce") == {"plot", "hparams", "errors"}
 
 
 def test_user_facing_errors_are_defined_in_errors_py_only():
