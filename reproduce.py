@@ -278,15 +278,16 @@ def run_seed(args, row: Row, seed: int) -> dict:
         cmd = evaluation(out_dir, *flags)
         also_commands[name] = (cmd, out_dir)
         evaluate_unless_current(cmd, out_dir, name)
+    if columns is None:  # read above, after training
+        raise ReproduceError(f"seed {seed}: cannot read the run's results (no rows in {progress_csv})", status=1)
     try:
-        columns = plot.read_progress(os.path.join(logdir, "progress.csv"), returns_only=False)
         with open(os.path.join(eval_dir, "scores.json")) as f:
             scores = json.load(f)
         also_scores = {}
         for name, (_, out_dir) in also_commands.items():
             with open(os.path.join(out_dir, "scores.json")) as f:
                 also_scores[name] = json.load(f)
-    except (plot.PlotError, OSError, ValueError) as e:
+    except (OSError, ValueError) as e:
         raise ReproduceError(f"seed {seed}: cannot read the run's results ({e})", status=1) from None
     reached = milestones(columns, row.milestones)
     entry = {
