@@ -200,6 +200,20 @@ def _print_status(progress_csv: str):
           f"mean return (last 100) {'n/a' if mean is None else f'{mean:.2f}'}", flush=True)
 
 
+def training_rate(columns: dict, since_steps: int | None) -> tuple[float, bool]:
+    """(env steps per second of training wall time, whether it is of this invocation's own training).
+
+    since_steps: the run's last env step before this invocation trained (0 for a new run), None when it only read
+    the run back. A resumed run's rate is of its new rows alone: earlier legs may have run on another CPU, and the
+    table prints this machine's CPU. A run read back gets its whole-run rate, marked as such."""
+    steps, wall = columns["env_steps"], columns["wall_time_s"]
+    if since_steps is not None and steps[-1] > since_steps:
+        base = max((i for i, s in enumerate(steps) if s <= since_steps), default=None)
+        first_steps, first_wall = (0.0, 0.0) if base is None else (steps[base], wall[base])
+        return (steps[-1] - first_steps) / max(wall[-1] - first_wall, 1e-9), True
+    return steps[-1] / max(wall[-1], 1e-9), False
+
+
 def _read_columns(progress_csv: str) -> dict | None:
     """progress.csv's columns (every row), or None before the first row."""
     try:
@@ -245,7 +259,9 @@ def run_seed(args, row: Row, seed: int) -> dict:
     if hp is not None and columns is not None and training_done(columns, hp.total_env_steps,
                                                                 hp.stop_at_mean_return):
         print(f"seed {seed}: finished earlier, read back from {logdir}", flush=True)
+        since_steps = None
     else:
+        since_steps = 0 if columns is None else int(columns["env_steps"][-1])
         print(f"seed {seed}: training in {logdir} (log {log_path})", flush=True)
         status = _run_tool(train, log_path, progress_csv)
         if status != 0:
@@ -303,7 +319,7 @@ def run_seed(args, row: Row, seed: int) -> dict:
                       for name, sc in also_scores.items()},
         "session_wall_time_s": round(time.time() - started, 1),
     }
-    entry["env_steps_per_s"] = entry["env_steps"] / max(entry["wall_time_s"], 1e-9)
+    entry["env_steps_per_s"], entry["env_steps_per_s_trained_here"] = training_rate(columns, since_steps)
     print(f"seed {seed}: {_row_cells(entry, row)}", flush=True)
     return entry
 
@@ -333,8 +349,10 @@ def _row_cells(entry: dict, row: Row) -> str:
     steps, minutes = _milestone_cells(entry, row)
     also = "".join(f" {_eval_cell(a['mean'], a['std'], a['truncated'])} |"
                    for a in (entry["also_eval"][name] for name, _ in row.also_eval))
+    rate = f"{entry['env_steps_per_s']:,.0f}" + ("" if entry.get("env_steps_per_s_trained_here", True)
+                                                 else " (read back)")
     return (f"| {entry['seed']} | {steps} | {minutes} | {_steps(entry['env_steps'])}, {_minutes(entry['wall_time_s'])}"
-            f" | {entry['env_steps_per_s']:,.0f} | "
+            f" | {rate} | "
             f"{_eval_cell(entry['eval_mean'], entry['eval_std'], entry['eval_truncated'])} |{also}")
 
 

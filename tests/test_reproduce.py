@@ -28,6 +28,18 @@ def test_a_run_is_done_at_its_budget_or_at_a_full_window_over_the_stop_target():
     assert not reproduce.training_done({k: [] for k in columns}, total_env_steps=1, stop_at=None)
 
 
+def test_the_rate_is_of_this_invocations_training_unless_the_run_was_only_read_back():
+    # two legs: 1,000 steps in 10 s (another machine, earlier), then 4,000 steps in 10 s here
+    columns = {"env_steps": [500, 1000, 3000, 5000], "wall_time_s": [5.0, 10.0, 15.0, 20.0]}
+    assert reproduce.training_rate(columns, since_steps=1000) == (pytest.approx(400.0), True)
+    assert reproduce.training_rate(columns, since_steps=0) == (pytest.approx(250.0), True)  # a new run: all of it
+    assert reproduce.training_rate(columns, since_steps=None) == (pytest.approx(250.0), False)  # read back: whole run, marked
+    # resumed from a checkpoint older than the last row (2,000 < 3,000): plot.read_progress replaced the rows the
+    # new leg re-trained; the rate starts from the last row at or before where this invocation began
+    resumed = {"env_steps": [500, 1000, 2500, 4000], "wall_time_s": [5.0, 10.0, 12.0, 14.0]}
+    assert reproduce.training_rate(resumed, since_steps=3000) == (pytest.approx(1500 / 2.0), True)
+
+
 def test_median_counts_a_seed_that_never_reached_as_infinitely_slow():
     assert reproduce._median([1.0, None, 3.0]) == 3.0
     assert reproduce._median([1.0, None, None]) is None
@@ -58,6 +70,8 @@ def test_quick_cartpole_row_trains_evaluates_plots_and_resumes(tmp_path):
                                  cli_env(fake=False), "again", timeout=300)
     assert again_code == 0, err[-3000:]
     assert again.count("finished earlier, read back") == 2 and "training in" not in again
+    # the rate of a run trained earlier (maybe on another CPU than the table names) is marked, in each table line
+    assert sum(" (read back) | " in line for line in again.splitlines() if line.startswith("| ")) == 2
     figures = ("env_steps", "wall_time_s", "milestones", "eval_mean", "eval_std")
     reread = json.load(open(out / "summary.json"))["seeds"]
     assert [{k: s[k] for k in figures} for s in reread] == [{k: s[k] for k in figures} for s in summary["seeds"]]
@@ -69,7 +83,7 @@ def test_quick_cartpole_row_trains_evaluates_plots_and_resumes(tmp_path):
     assert more_code == 0, err[-3000:]
     assert "seed 0: training in" in more and "seed 0: evaluating" in more
     entry = json.load(open(out / "summary.json"))["seeds"][0]
-    assert entry["env_steps"] == 3000
+    assert entry["env_steps"] == 3000 and entry["env_steps_per_s_trained_here"]
     assert json.load(open(os.path.join(entry["logdir"], "eval", "scores.json")))["env_steps_trained"] == 3000
 
 
