@@ -349,8 +349,7 @@ def _row_cells(entry: dict, row: Row) -> str:
     steps, minutes = _milestone_cells(entry, row)
     also = "".join(f" {_eval_cell(a['mean'], a['std'], a['truncated'])} |"
                    for a in (entry["also_eval"][name] for name, _ in row.also_eval))
-    rate = f"{entry['env_steps_per_s']:,.0f}" + ("" if entry.get("env_steps_per_s_trained_here", True)
-                                                 else " (read back)")
+    rate = f"{entry['env_steps_per_s']:,.0f}" + ("" if entry["env_steps_per_s_trained_here"] else " (read back)")
     return (f"| {entry['seed']} | {steps} | {minutes} | {_steps(entry['env_steps'])}, {_minutes(entry['wall_time_s'])}"
             f" | {rate} | "
             f"{_eval_cell(entry['eval_mean'], entry['eval_std'], entry['eval_truncated'])} |{also}")

@@ -33,7 +33,8 @@ def test_the_rate_is_of_this_invocations_training_unless_the_run_was_only_read_b
     columns = {"env_steps": [500, 1000, 3000, 5000], "wall_time_s": [5.0, 10.0, 15.0, 20.0]}
     assert reproduce.training_rate(columns, since_steps=1000) == (pytest.approx(400.0), True)
     assert reproduce.training_rate(columns, since_steps=0) == (pytest.approx(250.0), True)  # a new run: all of it
-    assert reproduce.training_rate(columns, since_steps=None) == (pytest.approx(250.0), False)  # read back: whole run, marked
+    # read back: the whole run's rate, marked
+    assert reproduce.training_rate(columns, since_steps=None) == (pytest.approx(250.0), False)
     # resumed from a checkpoint older than the last row (2,000 < 3,000): plot.read_progress replaced the rows the
     # new leg re-trained; the rate starts from the last row at or before where this invocation began
     resumed = {"env_steps": [500, 1000, 2500, 4000], "wall_time_s": [5.0, 10.0, 12.0, 14.0]}
@@ -112,8 +113,8 @@ def test_quick_sticky_pong_row_passes_its_stop_target_and_evaluates_also_without
 
 def test_the_row_says_how_many_evaluation_episodes_were_cut_short():
     entry = {"seed": 0, "milestones": {"50": {"env_steps": 2_720_000, "wall_time_s": 600.0}, "200": None, "400": None},
-             "env_steps": 3_000_000, "wall_time_s": 900.0, "env_steps_per_s": 3333.3, "eval_mean": 344.333,
-             "eval_std": 90.88, "eval_truncated": 30,
+             "env_steps": 3_000_000, "wall_time_s": 900.0, "env_steps_per_s": 3333.3,
+             "env_steps_per_s_trained_here": True, "eval_mean": 344.333, "eval_std": 90.88, "eval_truncated": 30,
              "also_eval": {"sample": {"mean": 401.5, "std": 20.25, "truncated": 0},
                            "epsilon-0.01": {"mean": 436.067, "std": 80.71, "truncated": 1}}}
     cells = reproduce._row_cells(entry, reproduce.ROWS["breakout"])
