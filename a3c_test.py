@@ -177,13 +177,13 @@ def export(args) -> int:
     prepare_writable_dir(args.export, "--export")
     configure_tensorflow(hp)
     from export import export_policy
-    from network import build_network
+    from network import build_network, resolve_precision
     if action is None:  # a config from before the spaces were saved: the env knows
         env = make_vector_env(hp, 1, num_threads=1)
         obs, action = env_specs(env, hp.env_id)
         env.close()
-    net = build_network(action, hp.network, device="/CPU:0", precision=hp.precision, obs=obs,
-                        normalize_obs=hp.normalize_obs, center_frames=hp.center_frames)
+    net = build_network(action, hp.network, device="/CPU:0", precision=resolve_precision(hp.precision, "/CPU:0"),
+                        obs=obs, normalize_obs=hp.normalize_obs, center_frames=hp.center_frames)
     restore_weights(net, prefix)
     export_policy(net, dict(hp.to_dict(), **specs_lib.to_config(obs, action)), trained_env_steps(prefix),
                   args.export)

@@ -39,7 +39,8 @@ import replay  # noqa: E402
 from batch_agents import Rollout  # noqa: E402
 from errors import ConfigError  # noqa: E402
 from hparams import HParams  # noqa: E402
-from network import NETWORKS, build_network, dead_unit_fractions, resolve_devices, resolve_kind  # noqa: E402
+from network import (NETWORKS, build_network, dead_unit_fractions, resolve_devices, resolve_kind,  # noqa: E402
+                     resolve_precision)
 from optimizers import SharedOptimizer  # noqa: E402
 from specs import ATARI_OBS, ActionSpec, ObsSpec, as_action_spec  # noqa: E402
 
@@ -97,7 +98,8 @@ class A3CLearner:
         self.action_spec = as_action_spec(action)
         self.devices = [device] if device else check_devices(hp)
         self.device = self.devices[0]
-        self.replicas = [build_network(self.action_spec, hp.network, d, hp.precision, obs=obs,
+        self.precision = resolve_precision(hp.precision, self.device)  # `auto` -> float32 or bfloat16, once
+        self.replicas = [build_network(self.action_spec, hp.network, d, self.precision, obs=obs,
                                        normalize_obs=hp.normalize_obs, q_head=self.Q_HEAD, torso_init=hp.torso_init,
                                        center_frames=hp.center_frames)
                          for d in self.devices]
@@ -398,7 +400,7 @@ class ACERLearner(A3CLearner):
         self.startup_lines = [f"replay: {hp.threads} threads x {hp.replay_capacity:,} transitions x {per_step:,.0f} "
                               f"bytes = {total / 2**30:.2f} GiB"
                               + (f" (of {free / 2**30:.1f} GiB available)" if free is not None else "")]
-        self.avg_net = build_network(self.action_spec, hp.network, self.device, hp.precision, obs=obs,
+        self.avg_net = build_network(self.action_spec, hp.network, self.device, self.precision, obs=obs,
                                      normalize_obs=hp.normalize_obs, q_head=True, center_frames=hp.center_frames)
         for avg, shared in zip(self.avg_net.variables, self.net.variables):
             avg.assign(shared)

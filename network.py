@@ -102,6 +102,42 @@ def resolve_kind(kind: str, obs: ObsSpec) -> str:
 
 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}  # hparams name -> Keras dtype policy
+AUTO_PRECISION = "auto"  # --precision auto: bfloat16 where the device has bf16 units, else float32
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of x86 CPUs whose oneDNN kernels run bf16 natively
+
+
+def cpu_bf16_flag(cpuinfo: str) -> str | None:
+    """The first of CPU_BF16_FLAGS in a /proc/cpuinfo text's `flags` line, or None."""
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                  if line.startswith("flags") and ":" in line), [])
+    return next((f for f in CPU_BF16_FLAGS if f in flags), None)
+
+
+def bf16_units(device: str) -> str | None:
+    """What runs bfloat16 natively on `device` ('avx512_bf16', 'GPU compute capability 8.0', ...), or None.
+    Without such units bf16 is emulated and slower than float32 (a CPU without AVX512-BF16 or AMX, a GPU
+    before Ampere)."""
+    if "GPU" in device.upper():
+        for gpu in tf.config.list_physical_devices("GPU"):
+            capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+            if capability and tuple(capability) >= (8, 0):
+                return f"GPU compute capability {capability[0]}.{capability[1]}"
+        return None
+    try:
+        with open("/proc/cpuinfo") as f:
+            return cpu_bf16_flag(f.read())
+    except OSError:  # not Linux: no cheap way to tell, so no bf16
+        return None
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """--precision as given -> `float32` or `bfloat16` for a network on `device`; `auto` picks bfloat16 where
+    bf16_units finds native support."""
+    if precision == AUTO_PRECISION:
+        return "bfloat16" if bf16_units(device) else "float32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS) + [AUTO_PRECISION]}")
+    return precision
 
 
 def space_to_depth_input(obs: tf.Tensor, block: int, dtype) -> tf.Tensor:

@@ -46,6 +46,18 @@ def test_learner_replays_after_replay_start_and_reports_its_metrics():
     assert counts[:2] == [0, 0] and sum(counts[3:]) > 0  # Poisson(4) draws, once 60 transitions are held
 
 
+@pytest.mark.parametrize("units, want", [("avx512_bf16", "bfloat16"), (None, "float32")])
+def test_auto_precision_puts_both_networks_in_the_resolved_precision(monkeypatch, units, want):
+    import network
+    monkeypatch.setattr(network, "bf16_units", lambda device: units)
+    learner = make_learner(_hp(precision="auto", replay_ratio=0.0), discrete(6))
+    assert learner.precision == want
+    for net in (learner.net, learner.avg_net):
+        assert net.hidden.compute_dtype == want and all(v.dtype == tf.float32 for v in net.variables)
+    rollout, _ = _agents(learner.hp).collect(learner.policy(), learner.hp.t_max)
+    assert learner.train_on(rollout, 1e-4)["applied"]
+
+
 def test_average_network_follows_the_weights_by_polyak_averaging():
     hp = _hp(replay_ratio=0.0, acer_avg_decay=0.9)
     learner = make_learner(hp, discrete(6))

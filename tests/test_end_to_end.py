@@ -41,6 +41,7 @@ def test_training_writes_config_checkpoint_progress_and_events(trained):
     assert os.path.exists(os.path.join(logdir, "checkpoints", "config.json"))
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(logdir))
     assert '"envs_per_thread": 4' in first.stdout  # resolved config printed at start
+    assert "network on /CPU:0 in float32;" in first.stdout  # the precision the network computes in
     rows = list(csv.DictReader(open(os.path.join(logdir, "progress.csv"))))
     assert rows and {"env_steps", "wall_time_s", "episodes", "mean_return"} <= set(rows[0])
 

@@ -194,6 +194,26 @@ def test_unknown_precision_is_refused():
         network.PolicyValueNet(NUM_ACTIONS, "a3c", precision="float16")
 
 
+def test_cpu_bf16_flag_is_read_from_the_flags_line_only():
+    amd = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"
+    assert network.cpu_bf16_flag(amd) == "avx512_bf16"
+    assert network.cpu_bf16_flag("flags\t: fpu avx512f amx_tile amx_bf16 avx512_bf16") == "amx_bf16"
+    assert network.cpu_bf16_flag("flags\t: fpu sse4_2 avx2 fma") is None  # e.g. the EPYC without AVX-512
+    assert network.cpu_bf16_flag("model name\t: avx512_bf16 lookalike\nflags\t: fpu avx2") is None
+    assert network.cpu_bf16_flag("") is None
+
+
+def test_auto_precision_is_bfloat16_only_where_the_device_has_bf16_units(monkeypatch):
+    monkeypatch.setattr(network, "bf16_units", lambda device: "avx512_bf16")
+    assert network.resolve_precision("auto", "/CPU:0") == "bfloat16"
+    monkeypatch.setattr(network, "bf16_units", lambda device: None)
+    assert network.resolve_precision("auto", "/CPU:0") == "float32"
+    assert network.resolve_precision("bfloat16", "/CPU:0") == "bfloat16"  # an explicit choice is kept
+    assert network.resolve_precision("float32", "/CPU:0") == "float32"
+    with pytest.raises(ValueError, match="auto"):
+        network.resolve_precision("float16", "/CPU:0")
+
+
 def test_orthogonal_torso_init_has_the_relu_gain_and_glorot_stays_the_default():
     ortho = network.build_network(NUM_ACTIONS, "a3c", device="/CPU:0", torso_init="orthogonal")
     for layer in (ortho.conv0, ortho.conv1, ortho.hidden):
