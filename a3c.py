@@ -86,7 +86,8 @@ class Trainer:
         for agent in self.agents:
             agent.use_state_size(self.learner.net.state_size)
         env_threads = hp.resolved_env_threads()
-        self.log(f"network on {', '.join(self.learner.devices)} in {self.learner.precision}; {hp.threads} threads x {hp.envs_per_thread} envs, "
+        self.log(f"network on {', '.join(self.learner.devices)} in {self.learner.precision}; "
+                 f"{hp.threads} threads x {hp.envs_per_thread} envs, "
                  f"{env_threads} emulator thread{'s' if env_threads != 1 else ''} per vector env, TF intra/inter-op "
                  f"{hp.resolved_intra_op_threads()}/{hp.resolved_inter_op_threads()}")
         # Trace both functions once here, before threads race to trace them.
