@@ -38,7 +38,7 @@ from checkpoints import load_config, prepare_writable_dir, read_config, resolve_
     trained_env_steps, write_json_atomic
 import specs as specs_lib
 from envs import check_env_id, env_specs, make_vector_env, rom_name, video_fps
-from errors import ConfigError, RunError, warn
+from errors import ArgumentParser, ConfigError, RunError, warn
 from tf_setup import configure_tensorflow, import_tensorflow
 
 GIF_MAX_BYTES = 5 * 1024 * 1024  # GIFs are re-encoded with fewer frames until they fit
@@ -48,14 +48,9 @@ GIF_MAX_FRAMES = 3000  # frames kept (compressed) per GIF; the frame stride doub
 # ----------------------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, no usage dump
-        raise ConfigError(f"{message} (see --help)")
-
-
 def parse_args(argv=None) -> argparse.Namespace:
-    p = _Parser(description="Evaluate an a3c-tf checkpoint: scores.json and videos of full games.",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description="Evaluate an a3c-tf checkpoint: scores.json and videos of full games.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True,
                    help="run directory (a3c.py --logdir), checkpoint directory, checkpoint prefix (…/ckpt-N), "
                         "or a SavedModel written by --export")

@@ -37,6 +37,8 @@ CONFIG_FILE = "config.json"
 # The last episodes at the newest checkpoint, so a resumed run's "mean of the last 100" carries on instead of
 # restarting empty (which would first fill with the shortest, i.e. lost, games and dip the curves).
 EPISODE_WINDOW_FILE = "episode_window.json"
+# Written by average_checkpoints.py beside an averaged checkpoint: weights only, which a run cannot resume from.
+AVERAGED_FILE = "averaged.json"
 LOCK_FILE = ".lock"
 
 
@@ -356,6 +358,10 @@ class CheckpointStore:
         return Resumed(prefix, counts, self._saved_window(counts.env_steps))
 
     def _restore_newest(self) -> str | None:
+        if self.candidates and os.path.isfile(os.path.join(self.logdir, AVERAGED_FILE)):
+            raise RunError(f"{self.logdir} holds an average of checkpoints (average_checkpoints.py, see its "
+                           f"{AVERAGED_FILE}): network weights only, no optimizer state or counters, so it cannot "
+                           f"be resumed; resume the run it was averaged from, or use a new --logdir")
         skipped = []
         for prefix in self.candidates:
             problem = checkpoint_problem(prefix)

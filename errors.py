@@ -1,12 +1,14 @@
 """The user-facing errors, defined once for every command of the project.
 
 Owns: ConfigError (a bad flag or config value), RunError (the run cannot go on: a checkpoint that does not fit,
-an unwritable directory, ...), CheckpointError, and how any exception or warning becomes one line on stderr.
-a3c.py, a3c_test.py and benchmark.py catch ConfigError and RunError, print `error: <message>` and exit 2.
+an unwritable directory, ...), CheckpointError, how any exception or warning becomes one line on stderr, and
+the argument parser whose errors are ConfigErrors. a3c.py, a3c_test.py, average_checkpoints.py and benchmark.py
+catch ConfigError and RunError, print `error: <message>` and exit 2.
 Must not import any other module of the project: every module may import this one.
 """
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 
@@ -21,6 +23,12 @@ class RunError(Exception):
 
 class CheckpointError(RunError):
     """A checkpoint could not be written; the previous ones are intact."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose bad command lines raise ConfigError (one line, exit 2) instead of printing the usage."""
+    def error(self, message):
+        raise ConfigError(f"{message} (see --help)")
 
 
 def first_line(error: BaseException, limit: int = 200) -> str:

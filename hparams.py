@@ -17,7 +17,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 
-from errors import ConfigError
+from errors import ArgumentParser, ConfigError
 
 def _cpu_count() -> int:
     try:
@@ -389,16 +389,11 @@ def from_dict(values: dict, base: HParams | None = None) -> HParams:
     return dataclasses.replace(base, **{k: v for k, v in values.items() if k in known})
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, no usage dump
-        raise ConfigError(f"{message} (see --help)")
-
-
 def parse_args(argv: list[str] | None = None) -> HParams:
     """Build HParams from `--preset NAME` then `--field-name VALUE` overrides."""
     hints = typing.get_type_hints(HParams)
-    parser = _Parser(description="Batched-agent A3C trainer. Every HParams field is a flag.", allow_abbrev=False,
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(description="Batched-agent A3C trainer. Every HParams field is a flag.",
+                            allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="named starting point")
     docs = _field_docs()
     for f in dataclasses.fields(HParams):
