@@ -89,8 +89,8 @@ def main(argv=None) -> int:
         if action is None:
             raise RunError(f"{config_path} has no action_space (a run from before it was saved); evaluate its "
                            f"checkpoints one at a time with a3c_test.py")
-        if os.path.abspath(args.out) == os.path.abspath(os.path.dirname(os.path.dirname(prefixes[0]))) or \
-                os.path.abspath(args.out) == os.path.abspath(os.path.dirname(prefixes[0])):
+        source_ckpt_dir = os.path.abspath(os.path.dirname(prefixes[0]))
+        if os.path.abspath(args.out) in (source_ckpt_dir, os.path.dirname(source_ckpt_dir)):
             raise ConfigError(f"--out {args.out} is the run being averaged; choose a new directory")
         prepare_writable_dir(args.out, "--out")
         configure_tensorflow(dataclasses.replace(hp, devices=""))
