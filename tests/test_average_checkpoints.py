@@ -1,6 +1,7 @@
 """average_checkpoints.py: the mean of a run's checkpoints, evaluable by a3c_test.py; its bad input."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -105,12 +106,7 @@ def test_bad_paths_are_one_line_errors(run3, tmp_path, capsys):
 def test_an_unreadable_checkpoint_is_named(run3, tmp_path, capsys):
     run, _ = run3
     copy = tmp_path / "run"
-    os.makedirs(copy / "checkpoints")
-    for name in os.listdir(run / "checkpoints"):
-        with open(run / "checkpoints" / name, "rb") as src, open(copy / "checkpoints" / name, "wb") as dst:
-            dst.write(src.read())
-    with open(copy / "config.json", "w") as f:
-        f.write(open(run / "config.json").read())
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns(".lock"))
     data = next(p for p in os.listdir(copy / "checkpoints") if p.startswith("ckpt-120.data"))
     with open(copy / "checkpoints" / data, "r+b") as f:  # flip bytes inside the tensors: the CRC catches it
         f.seek(os.path.getsize(copy / "checkpoints" / data) // 2)
