@@ -2,8 +2,9 @@
 
 Owns: ConfigError (a bad flag or config value), RunError (the run cannot go on: a checkpoint that does not fit,
 an unwritable directory, ...), CheckpointError, how any exception or warning becomes one line on stderr, and
-the argument parser whose errors are ConfigErrors. a3c.py, a3c_test.py, average_checkpoints.py and benchmark.py
-catch ConfigError and RunError, print `error: <message>` and exit 2.
+the argument parser of every command (a bad command line raises ConfigError, or the command's own error type).
+a3c.py, a3c_test.py, average_checkpoints.py and benchmark.py catch ConfigError and RunError, print
+`error: <message>` and exit 2.
 Must not import any other module of the project: every module may import this one.
 """
 from __future__ import annotations
@@ -26,9 +27,14 @@ class CheckpointError(RunError):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose bad command lines raise ConfigError (one line, exit 2) instead of printing the usage."""
+    """argparse whose bad command lines raise `error_type` (ConfigError unless a command has its own: one line,
+    exit 2) instead of printing the usage."""
+    def __init__(self, *args, error_type: type[Exception] = ConfigError, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._error_type = error_type
+
     def error(self, message):
-        raise ConfigError(f"{message} (see --help)")
+        raise self._error_type(f"{message} (see --help)")
 
 
 def first_line(error: BaseException, limit: int = 200) -> str:

@@ -12,11 +12,12 @@ Must not: import TensorFlow or the trainer, so that plotting is quick and never 
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
 import sys
+
+from errors import ArgumentParser  # errors imports nothing of the project, so no TensorFlow
 
 REQUIRED = ("env_steps", "wall_time_s", "episodes", "mean_return")
 RETURN_WINDOW = 100  # run_log.RETURN_WINDOW; not imported so that plotting never loads TensorFlow
@@ -26,13 +27,9 @@ class PlotError(Exception):
     """Printed as one `error: ...` line, exit status 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise PlotError(f"{message} (see --help)")
-
-
 def parse_args(argv=None):
-    p = _Parser(description="Plot mean episode return vs env steps, episodes and wall time.")
+    p = ArgumentParser(error_type=PlotError,
+                       description="Plot mean episode return vs env steps, episodes and wall time.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="a3c.py --logdir run directory (or its progress.csv); several to compare them")
     p.add_argument("--out", default=None,

@@ -33,7 +33,7 @@ import time
 
 import hparams as hparams_lib
 import plot
-from errors import ConfigError
+from errors import ArgumentParser, ConfigError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RETURN_WINDOW = plot.RETURN_WINDOW
@@ -81,14 +81,10 @@ class ReproduceError(Exception):
         self.status = status
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise ReproduceError(f"{message} (see --help)")
-
-
 def parse_args(argv=None) -> argparse.Namespace:
-    p = _Parser(description="Train, evaluate and plot a README results row over several seeds.",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(error_type=ReproduceError,
+                       description="Train, evaluate and plot a README results row over several seeds.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("row", help=f"one of {', '.join(ROWS)}")
     p.add_argument("--seeds", type=int, default=3, help="how many seeds (run one after another)")
     p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ...")
