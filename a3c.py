@@ -32,7 +32,7 @@ import hparams as hparams_lib
 from batch_agents import BatchAgents
 from checkpoints import CheckpointStore, LogdirLock, prepare_writable_dir
 from errors import CheckpointError, ConfigError, RunError, first_line, warn
-from hparams import HParams, learning_rate_at
+from hparams import HParams, learning_rate_at, step_budget
 from run_log import RunLog, Telemetry
 from run_state import Counters, open_run, report, summary, target_reached
 from tf_setup import configure_tensorflow
@@ -126,7 +126,7 @@ class Trainer:
         with c.changed:
             while self.paused and not self.stop_event.is_set():
                 c.changed.wait(0.5)
-            if self.stop_event.is_set() or c.claimed_steps >= hp.total_env_steps:
+            if self.stop_event.is_set() or c.claimed_steps >= step_budget(hp):
                 return None
             c.claimed_steps += steps
             c.in_flight += 1

@@ -175,6 +175,10 @@ class HParams:
     rewards reach -16. Logged returns are always the raw score."""
     total_env_steps: int = 10_000_000
     """Agent steps summed over all envs (1 step = `frameskip` frames) before training stops."""
+    stop_at_env_steps: int | None = None
+    """Stop (checkpoint, exit 0) after this many env steps while the learning-rate schedule still runs to
+    --total-env-steps: to train one schedule in legs, e.g. --total-env-steps 10000000 --stop-at-env-steps 2560000,
+    then resume. Unset: train to --total-env-steps."""
     stop_at_mean_return: float | None = None
     """Also stop (checkpoint, exit 0) once the mean raw return of the last 100 episodes reaches this, e.g. 18
     for Pong; checked at every log row, needs 100 episodes. Unset: train to --total-env-steps."""
@@ -316,6 +320,11 @@ def learning_rate_at(hp: HParams, env_steps: int) -> float:
     return hp.learning_rate
 
 
+def step_budget(hp: HParams) -> int:
+    """The env steps this run trains to: --stop-at-env-steps when set, else --total-env-steps (the schedule's end)."""
+    return hp.total_env_steps if hp.stop_at_env_steps is None else hp.stop_at_env_steps
+
+
 def parse_int_list(text: str) -> list[int]:
     """`16,32,64` -> [16, 32, 64]; `` -> []. ValueError if an entry is not an integer."""
     return [int(x) for x in text.split(",")] if text.strip() else []
@@ -343,6 +352,9 @@ def validate(hp: HParams) -> HParams:
         need(0.0 <= getattr(hp, name) <= 1.0, f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(hp, name)}")
     for name in ("entropy_beta", "value_coef", "worker_gpus", "replay_ratio", "replay_start"):
         need(getattr(hp, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(hp, name)}")
+    need(hp.stop_at_env_steps is None or 1 <= hp.stop_at_env_steps <= hp.total_env_steps,
+         f"--stop-at-env-steps must be in [1, --total-env-steps {hp.total_env_steps}], got {hp.stop_at_env_steps}; "
+         f"to train longer, raise --total-env-steps")
     need(hp.histogram_interval_updates >= 0,
          f"--histogram-interval-updates must be >= 0, got {hp.histogram_interval_updates}")
     try:

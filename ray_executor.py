@@ -41,7 +41,7 @@ import envs
 from batch_agents import BatchAgents
 from checkpoints import CheckpointStore, LogdirLock, prepare_writable_dir
 from errors import ConfigError, RunError, first_line
-from hparams import HParams, learning_rate_at
+from hparams import HParams, learning_rate_at, step_budget
 from run_log import RunLog, Telemetry
 from run_state import Counters, open_run, report, summary, target_reached
 
@@ -179,7 +179,7 @@ class ParameterServer(_Actor):
              returns: list, lengths: list, timers: tuple, obs_for_norm=None) -> tuple[int, bool]:
         """Apply one worker thread's gradient and count its rollout; (version now, stop?)."""
         hp, c = self.hp, self.counters
-        if self.stopping or c.env_steps >= hp.total_env_steps:
+        if self.stopping or c.env_steps >= step_budget(hp):
             self.late_pushes += 1
             return c.updates, True
         lag = c.updates - acted_version
@@ -200,7 +200,7 @@ class ParameterServer(_Actor):
             self.errors.append(f"worker thread {thread}: loss or gradients were NaN/inf in {streak} updates in a row "
                                f"(last loss {metrics['loss']}); none of them was applied - lower --learning-rate")
             self.stopping = True
-        return c.updates, self.stopping or c.env_steps >= hp.total_env_steps
+        return c.updates, self.stopping or c.env_steps >= step_budget(hp)
 
     def tick(self, stop: bool = False) -> tuple[int, int, str, bool]:
         """The driver's heartbeat: write a log row / checkpoint when due; (env steps, episodes, mean return, done).
@@ -215,7 +215,7 @@ class ParameterServer(_Actor):
         if now - self.last_ckpt >= hp.checkpoint_interval_s:
             self.save()
             self.last_ckpt = now
-        return c.env_steps, c.episodes, self.run_log.mean_return(), self.stopping or c.env_steps >= hp.total_env_steps
+        return c.env_steps, c.episodes, self.run_log.mean_return(), self.stopping or c.env_steps >= step_budget(hp)
 
     def _write_log(self, now: float):
         c = self.counters
@@ -408,7 +408,7 @@ class Driver:
         recovering = {}  # worker -> (time of its death, time to send the next probe)
         restarts = [0] * len(workers)
         errors, pushes = [], 0
-        bar = tqdm(total=hp.total_env_steps, unit="step", unit_scale=True, dynamic_ncols=True,
+        bar = tqdm(total=step_budget(hp), unit="step", unit_scale=True, dynamic_ncols=True,
                    disable=not hp.progress_bar, file=sys.stderr)
         try:
             stop = False
@@ -455,7 +455,7 @@ class Driver:
                     steps, episodes, mean_return, done = ray.get(server.tick.remote(stop))
                 except ray.exceptions.RayError as e:
                     return self._server_died(e)
-                bar.update(min(steps, hp.total_env_steps) - bar.n)
+                bar.update(min(steps, step_budget(hp)) - bar.n)
                 bar.set_postfix(ret=mean_return, eps=episodes, refresh=False)
                 if stop:
                     if runs:

@@ -122,13 +122,13 @@ def milestones(columns: dict, targets) -> dict[float, tuple[float, float] | None
     return found
 
 
-def training_done(columns: dict, total_env_steps: int, stop_at: float | None) -> bool:
-    """Whether a run with these progress.csv columns has reached the end its command sets: the step budget, or a
-    full last-100 window at --stop-at-mean-return (a3c.py stops at the first such row). False for a run stopped
-    early (a signal, a crash), which the same command resumes."""
+def training_done(columns: dict, step_budget: int, stop_at: float | None) -> bool:
+    """Whether a run with these progress.csv columns has reached the end its command sets: the step budget
+    (--stop-at-env-steps, else --total-env-steps), or a full last-100 window at --stop-at-mean-return (a3c.py stops
+    at the first such row). False for a run stopped early (a signal, a crash), which the same command resumes."""
     if not columns["env_steps"]:
         return False
-    if columns["env_steps"][-1] >= total_env_steps:
+    if columns["env_steps"][-1] >= step_budget:
         return True
     return stop_at is not None and milestones(columns, (stop_at,))[stop_at] is not None
 
@@ -252,7 +252,7 @@ def run_seed(args, row: Row, seed: int) -> dict:
     started = time.time()
     progress_csv = os.path.join(logdir, "progress.csv")
     columns = _read_columns(progress_csv)
-    if hp is not None and columns is not None and training_done(columns, hp.total_env_steps,
+    if hp is not None and columns is not None and training_done(columns, hparams_lib.step_budget(hp),
                                                                 hp.stop_at_mean_return):
         print(f"seed {seed}: finished earlier, read back from {logdir}", flush=True)
         since_steps = None
@@ -263,12 +263,12 @@ def run_seed(args, row: Row, seed: int) -> dict:
         if status != 0:
             raise ReproduceError(f"seed {seed}: a3c.py exited with status {status}; see {log_path}", status=1)
         columns = _read_columns(progress_csv)
-        if hp is not None and (columns is None or not training_done(columns, hp.total_env_steps,
+        if hp is not None and (columns is None or not training_done(columns, hparams_lib.step_budget(hp),
                                                                     hp.stop_at_mean_return)):
             at = "no" if columns is None else _steps(columns["env_steps"][-1])
             raise ReproduceError(f"seed {seed}: a3c.py stopped at {at} env steps, before its budget "
-                                 f"{_steps(hp.total_env_steps)} or stop target (a signal?); not evaluated; the same "
-                                 f"command resumes it (see {log_path})", status=1)
+                                 f"{_steps(hparams_lib.step_budget(hp))} or stop target (a signal?); not evaluated; "
+                                 f"the same command resumes it (see {log_path})", status=1)
     trained_steps = None if columns is None else int(columns["env_steps"][-1])
 
     def evaluate_unless_current(cmd: list[str], out_dir: str, name: str | None):

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from checkpoints import RunCounts, io_errors
-from hparams import HParams
+from hparams import HParams, step_budget
 
 RETURN_WINDOW = 100  # episodes in the "mean recent return" (A3G / DQN protocol)
 
@@ -146,12 +146,12 @@ class RunLog:
         if new_csv:
             self.csv_writer.writeheader()
         self.dead_units_wanted.set()
-        self.bar = tqdm(total=hp.total_env_steps, initial=min(env_steps, hp.total_env_steps), unit="step",
+        self.bar = tqdm(total=step_budget(hp), initial=min(env_steps, step_budget(hp)), unit="step",
                         unit_scale=True, dynamic_ncols=True, disable=not hp.progress_bar, file=sys.stderr)
 
     def show(self, env_steps: int, episodes: int):
         """Move the bar; its postfix is the mean return of the window and the episode count."""
-        self.bar.update(min(env_steps, self.hp.total_env_steps) - self.bar.n)
+        self.bar.update(min(env_steps, step_budget(self.hp)) - self.bar.n)
         if self.recent_returns:
             self.bar.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", eps=episodes, refresh=False)
 

@@ -19,13 +19,13 @@ def test_milestones_need_a_full_window_and_take_the_first_crossing():
 def test_a_run_is_done_at_its_budget_or_at_a_full_window_over_the_stop_target():
     columns = {"env_steps": [100, 200, 300], "wall_time_s": [1.0, 2.0, 3.0], "episodes": [50, 99, 120],
                "mean_return": [20.0, 19.0, 17.0]}
-    assert reproduce.training_done(columns, total_env_steps=300, stop_at=None)  # the budget, reached exactly
-    assert not reproduce.training_done(columns, total_env_steps=400, stop_at=None)  # stopped early: resume
-    assert not reproduce.training_done(columns, total_env_steps=400, stop_at=18.0)  # 19 and 20 without a full window
-    assert reproduce.training_done(columns, total_env_steps=400, stop_at=17.0)
+    assert reproduce.training_done(columns, step_budget=300, stop_at=None)  # the budget, reached exactly
+    assert not reproduce.training_done(columns, step_budget=400, stop_at=None)  # stopped early: resume
+    assert not reproduce.training_done(columns, step_budget=400, stop_at=18.0)  # 19 and 20 without a full window
+    assert reproduce.training_done(columns, step_budget=400, stop_at=17.0)
     # a larger budget after -- continues a run that ended at its old one
-    assert not reproduce.training_done(columns, total_env_steps=600, stop_at=21.0)
-    assert not reproduce.training_done({k: [] for k in columns}, total_env_steps=1, stop_at=None)
+    assert not reproduce.training_done(columns, step_budget=600, stop_at=21.0)
+    assert not reproduce.training_done({k: [] for k in columns}, step_budget=1, stop_at=None)
 
 
 def test_the_rate_is_of_this_invocations_training_unless_the_run_was_only_read_back():
