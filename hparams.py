@@ -194,8 +194,8 @@ class HParams:
     precision: str = "float32"
     """`float32`, `bfloat16` (mixed precision: the conv/fc torso computes in bfloat16 while weights, heads,
     losses and gradients stay float32), or `auto`: bfloat16 where the device has bf16 units (a CPU with
-    AVX512-BF16 or AMX, a GPU of compute capability 8.0+), float32 elsewhere, where bf16 would be emulated
-    and slower. Checkpoints are the same either way. ACER on Pong learned as well in bf16 over 3 seeds
+    AVX512-BF16 or AMX, a GPU of compute capability 8.0+: each replica's own), float32 elsewhere, where bf16
+    would be emulated and slower. Checkpoints are the same either way. ACER on Pong learned as well in bf16 over 3 seeds
     (`pong-acer-t10` takes `auto`); A3C's bf16 is untested beyond one seed (README, Throughput)."""
 
     # --- outputs -----------------------------------------------------------------------------------

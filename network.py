@@ -113,15 +113,29 @@ def cpu_bf16_flag(cpuinfo: str) -> str | None:
     return next((f for f in CPU_BF16_FLAGS if f in flags), None)
 
 
+def physical_gpu(device: str):
+    """The physical GPU behind logical device `device` ('/GPU:2', '/device:GPU:2'; no index: 0), or None.
+    Logical GPUs are numbered physical GPU by physical GPU, each contributing as many as its logical device
+    configuration has (one when it has none), so with one GPU split in two, '/GPU:1' is still physical GPU 0."""
+    tail = device.upper().rsplit("GPU", 1)[1].lstrip(":")
+    index = int(tail) if tail.isdigit() else 0
+    for gpu in tf.config.list_physical_devices("GPU"):
+        count = len(tf.config.get_logical_device_configuration(gpu) or [None])
+        if index < count:
+            return gpu
+        index -= count
+    return None
+
+
 def bf16_units(device: str) -> str | None:
     """What runs bfloat16 natively on `device` ('avx512_bf16', 'GPU compute capability 8.0', ...), or None.
     Without such units bf16 is emulated and slower than float32 (a CPU without AVX512-BF16 or AMX, a GPU
     before Ampere)."""
     if "GPU" in device.upper():
-        for gpu in tf.config.list_physical_devices("GPU"):
-            capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
-            if capability and tuple(capability) >= (8, 0):
-                return f"GPU compute capability {capability[0]}.{capability[1]}"
+        gpu = physical_gpu(device)
+        capability = gpu and tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if capability and tuple(capability) >= (8, 0):
+            return f"GPU compute capability {capability[0]}.{capability[1]}"
         return None
     try:
         with open("/proc/cpuinfo") as f:

@@ -214,6 +214,25 @@ def test_auto_precision_is_bfloat16_only_where_the_device_has_bf16_units(monkeyp
         network.resolve_precision("float16", "/CPU:0")
 
 
+def test_auto_precision_on_a_gpu_asks_the_gpu_the_replica_runs_on(monkeypatch):
+    # Two physical GPUs, a Volta (7.0, no bf16 units) split into two logical devices and an Ampere (8.0):
+    # logical /GPU:0 and /GPU:1 are the Volta, /GPU:2 the Ampere.
+    volta, ampere = "volta", "ampere"
+    capability = {volta: (7, 0), ampere: (8, 0)}
+    monkeypatch.setattr(network.tf.config, "list_physical_devices", lambda kind: [volta, ampere])
+    monkeypatch.setattr(network.tf.config, "get_logical_device_configuration",
+                        lambda gpu: ["half", "half"] if gpu == volta else None)
+    monkeypatch.setattr(network.tf.config.experimental, "get_device_details",
+                        lambda gpu: {"compute_capability": capability[gpu]})
+    assert [network.physical_gpu(d) for d in ("/GPU:0", "/GPU:1", "/device:GPU:2", "/GPU")] == \
+        [volta, volta, ampere, volta]
+    assert network.physical_gpu("/GPU:3") is None
+    assert network.bf16_units("/GPU:1") is None  # before: any Ampere in the machine made every replica bf16
+    assert network.bf16_units("/device:GPU:2") == "GPU compute capability 8.0"
+    assert network.resolve_precision("auto", "/GPU:0") == "float32"
+    assert network.resolve_precision("auto", "/GPU:2") == "bfloat16"
+
+
 def test_orthogonal_torso_init_has_the_relu_gain_and_glorot_stays_the_default():
     ortho = network.build_network(NUM_ACTIONS, "a3c", device="/CPU:0", torso_init="orthogonal")
     for layer in (ortho.conv0, ortho.conv1, ortho.hidden):
