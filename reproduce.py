@@ -12,6 +12,8 @@ same axes), OUT/summary.json, and the markdown table printed (one line per seed,
 Re-running the same command resumes: seeds that reached the command's budget or stop target are read back, an
 interrupted one continues from its checkpoint (a run stopped short is never evaluated), and one finished under a
 smaller budget (`-- --total-env-steps N`) trains on; an evaluation is redone unless it is of the final checkpoint.
+A row trained in legs (a schedule changed part-way, e.g. `pong-acer-t10-sticky-legs`) runs its a3c.py commands in
+turn in the same run directory, each resuming the last; a leg already at its budget is read back.
 
 Owns: the table of reproducible rows, running the command-line tools one at a time, and the row's figures.
 Must not: import TensorFlow or the trainer (it drives a3c.py, a3c_test.py and plot.py like a user), or run seeds
@@ -52,6 +54,10 @@ class Row:
     also_eval: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Further evaluations of each seed, (name, a3c_test.py flags): the same episodes under other settings,
     e.g. a model trained with sticky actions also evaluated without them. Results in OUT/seed-N/eval-NAME/."""
+    legs: tuple[tuple[str, ...], ...] = ((),)
+    """a3c.py flags added to `train` for each training leg in turn, each resuming the one before in the same run
+    directory: a row whose run changed its schedule part-way still reproduces in one command. One empty leg: the
+    row's command as it is."""
 
 
 ROWS: dict[str, Row] = {
@@ -61,6 +67,16 @@ ROWS: dict[str, Row] = {
     "pong-acer-t10": Row(("--preset", "pong-acer-t10"), (-15.0, 0.0, 18.0), stop_at=18.0),
     "pong-acer-t10-sticky": Row(("--preset", "pong-acer-t10-sticky"), (-15.0, 0.0, 18.0), stop_at=18.0,
                                 also_eval=(("no-sticky", ("--repeat-action-probability", "0")),)),
+    # The shipped sticky-action model's run (README, Robustness to sticky actions), seed 0: the preset to 2.56M, then
+    # half the entropy weight with the step decaying to 0 at 3.6M and again at 5.0M, then a constant small step.
+    "pong-acer-t10-sticky-legs": Row(
+        ("--preset", "pong-acer-t10-sticky", "--precision", "float32"), (-15.0, 0.0, 18.0),
+        also_eval=(("no-sticky", ("--repeat-action-probability", "0")),),
+        legs=(("--stop-at-env-steps", "2560000"),
+              ("--entropy-beta", "0.005", "--total-env-steps", "3600000"),
+              ("--entropy-beta", "0.005", "--total-env-steps", "5000000"),
+              ("--entropy-beta", "0.005", "--lr-schedule", "constant", "--learning-rate", "0.00005",
+               "--total-env-steps", "7400000", "--checkpoint-interval-s", "60", "--checkpoints-kept", "40"))),
     # Greedy Breakout can loop (the ball circling without touching a brick) until the 108K-frame limit: the policy's
     # own samples, A3C's acting rule, and greedy with 1% random actions (the DQN-style loop breaker) are evaluated too.
     "breakout": Row(("--preset", "breakout"), (50.0, 200.0, 400.0), stop_at=400.0,
@@ -69,7 +85,9 @@ ROWS: dict[str, Row] = {
     "pendulum": Row(("--preset", "pendulum"), (-250.0,)),
 }
 # --quick: the same tools and files on a budget that only checks the pipeline (no figure of it means anything).
-QUICK_TRAIN = ("--total-env-steps", "2000", "--log-interval-s", "1")
+# Leg i of a row trains to QUICK_STEPS * (i + 1) env steps, its own --stop-at-env-steps dropped.
+QUICK_STEPS = 2000
+QUICK_TRAIN = ("--log-interval-s", "1")
 QUICK_EVAL = ("--episodes", "2", "--max-steps", "100")
 
 
@@ -228,15 +246,25 @@ def _evaluated_steps(out_dir: str) -> int | None:
         return None
 
 
-def run_seed(args, row: Row, seed: int) -> dict:
-    """Train (or resume), evaluate and measure one seed; its summary entry."""
-    logdir = os.path.join(args.out, f"seed-{seed}")
-    log_path = os.path.join(args.out, f"seed-{seed}.log")
+def train_command(args, row: Row, seed: int, logdir: str, leg: int) -> list[str]:
+    """The a3c.py command of one leg of a row's training: the row's flags, the leg's, --quick's, then the user's."""
+    flags = list(row.legs[leg])
+    if args.quick:  # the pipeline only: every leg a little further than the one before
+        flags = [f for i, f in enumerate(flags) if f != "--stop-at-env-steps" and
+                 (i == 0 or flags[i - 1] != "--stop-at-env-steps")]
+        flags += [*QUICK_TRAIN, "--total-env-steps", str(QUICK_STEPS * (leg + 1))]
     train = [sys.executable, os.path.join(HERE, "a3c.py"), *row.train, "--seed", str(seed), "--logdir", logdir,
              "--no-progress-bar"]
     if row.stop_at is not None:
         train += ["--stop-at-mean-return", f"{row.stop_at:g}"]
-    train += [*(QUICK_TRAIN if args.quick else ()), *args.extra]
+    return train + flags + list(args.extra)
+
+
+def run_seed(args, row: Row, seed: int) -> dict:
+    """Train (or resume), evaluate and measure one seed; its summary entry."""
+    logdir = os.path.join(args.out, f"seed-{seed}")
+    log_path = os.path.join(args.out, f"seed-{seed}.log")
+    trains = [train_command(args, row, seed, logdir, leg) for leg in range(len(row.legs))]
     eval_dir = os.path.join(logdir, "eval")
 
     def evaluation(out_dir: str, *flags: str) -> list[str]:
@@ -245,30 +273,34 @@ def run_seed(args, row: Row, seed: int) -> dict:
                 "--no-progress-bar", *(QUICK_EVAL if args.quick else ()), *flags]
 
     evaluate = evaluation(eval_dir)
-    try:  # the budget and stop target this command trains to (a3c.py reports a bad flag itself)
-        hp = hparams_lib.parse_args(train[2:])
-    except ConfigError:
-        hp = None
     started = time.time()
     progress_csv = os.path.join(logdir, "progress.csv")
-    columns = _read_columns(progress_csv)
-    if hp is not None and columns is not None and training_done(columns, hparams_lib.step_budget(hp),
-                                                                hp.stop_at_mean_return):
-        print(f"seed {seed}: finished earlier, read back from {logdir}", flush=True)
-        since_steps = None
-    else:
-        since_steps = 0 if columns is None else int(columns["env_steps"][-1])
-        print(f"seed {seed}: training in {logdir} (log {log_path})", flush=True)
+    since_steps = None  # env steps at the start of the first leg trained by this command
+    for leg, train in enumerate(trains):
+        which = f"leg {leg + 1} of {len(trains)}: " if len(trains) > 1 else ""
+        try:  # the budget and stop target this leg trains to (a3c.py reports a bad flag itself)
+            hp = hparams_lib.parse_args(train[2:])
+        except ConfigError:
+            hp = None
+        columns = _read_columns(progress_csv)
+        if hp is not None and columns is not None and training_done(columns, hparams_lib.step_budget(hp),
+                                                                    hp.stop_at_mean_return):
+            print(f"seed {seed}: {which}finished earlier, read back from {logdir}", flush=True)
+            continue
+        if since_steps is None:
+            since_steps = 0 if columns is None else int(columns["env_steps"][-1])
+        print(f"seed {seed}: {which}training in {logdir} (log {log_path})", flush=True)
         status = _run_tool(train, log_path, progress_csv)
         if status != 0:
-            raise ReproduceError(f"seed {seed}: a3c.py exited with status {status}; see {log_path}", status=1)
+            raise ReproduceError(f"seed {seed}: {which}a3c.py exited with status {status}; see {log_path}", status=1)
         columns = _read_columns(progress_csv)
         if hp is not None and (columns is None or not training_done(columns, hparams_lib.step_budget(hp),
                                                                     hp.stop_at_mean_return)):
             at = "no" if columns is None else _steps(columns["env_steps"][-1])
-            raise ReproduceError(f"seed {seed}: a3c.py stopped at {at} env steps, before its budget "
+            raise ReproduceError(f"seed {seed}: {which}a3c.py stopped at {at} env steps, before its budget "
                                  f"{_steps(hparams_lib.step_budget(hp))} or stop target (a signal?); not evaluated; "
                                  f"the same command resumes it (see {log_path})", status=1)
+    columns = _read_columns(progress_csv)
     trained_steps = None if columns is None else int(columns["env_steps"][-1])
 
     def evaluate_unless_current(cmd: list[str], out_dir: str, name: str | None):
@@ -303,7 +335,8 @@ def run_seed(args, row: Row, seed: int) -> dict:
         raise ReproduceError(f"seed {seed}: cannot read the run's results ({e})", status=1) from None
     reached = milestones(columns, row.milestones)
     entry = {
-        "seed": seed, "logdir": logdir, "train_command": " ".join(train[1:]), "eval_command": " ".join(evaluate[1:]),
+        "seed": seed, "logdir": logdir, "train_command": " && ".join(" ".join(t[1:]) for t in trains),
+        "eval_command": " ".join(evaluate[1:]),
         "env_steps": int(columns["env_steps"][-1]), "wall_time_s": columns["wall_time_s"][-1],
         "episodes": int(columns["episodes"][-1]), "final_mean_return": columns["mean_return"][-1],  # None: no episode
         "milestones": {f"{t:g}": (None if r is None else {"env_steps": int(r[0]), "wall_time_s": r[1]})

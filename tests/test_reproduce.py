@@ -1,10 +1,13 @@
 """reproduce.py: the pipeline of a README row end to end on a tiny budget (--quick), its figures from
 progress.csv, resuming, and its failure paths."""
+import csv
 import json
 import os
+import signal
 
 import pytest
 
+import hparams
 import reproduce
 from helpers import cli_env, one_error_line, run
 
@@ -183,3 +186,51 @@ def test_sigterm_stops_the_running_training_which_saves_and_the_same_command_res
     assert "SIGTERM: stopped all threads; saving a checkpoint" in (out / "seed-0.log").read_text()
     assert int(progress_rows(out / "seed-0")[-1]["env_steps"]) < 20000
     assert not (out / "seed-0" / "eval").exists()
+
+
+def _row_args(argv):
+    return reproduce.parse_args(argv)
+
+
+def test_a_row_in_legs_builds_one_command_per_leg_and_quick_gives_each_a_larger_budget():
+    row = reproduce.ROWS["pong-acer-t10-sticky-legs"]
+    args = _row_args(["pong-acer-t10-sticky-legs", "--seeds", "1", "--", "--threads", "2"])
+    commands = [reproduce.train_command(args, row, 0, "runs/x/seed-0", leg) for leg in range(len(row.legs))]
+    budgets = []
+    for command in commands:
+        hp = hparams.parse_args(command[2:])  # every leg of the shipped row is a valid a3c.py command
+        assert hp.repeat_action_probability == 0.25 and hp.precision == "float32" and hp.threads == 2
+        budgets.append(hparams.step_budget(hp))
+    assert budgets == [2_560_000, 3_600_000, 5_000_000, 7_400_000]  # each leg goes on from the one before
+    assert hparams.parse_args(commands[0][2:]).total_env_steps == 10_000_000  # the preset's schedule, stopped early
+    quick = _row_args(["pong-acer-t10-sticky-legs", "--quick"])
+    quick_commands = [reproduce.train_command(quick, row, 0, "d", leg) for leg in range(len(row.legs))]
+    assert all("--stop-at-env-steps" not in c for c in quick_commands)
+    assert [hparams.step_budget(hparams.parse_args(c[2:])) for c in quick_commands] == [2000, 4000, 6000, 8000]
+
+
+def test_a_row_in_legs_trains_each_leg_on_from_the_last_and_reads_them_back(tmp_path, monkeypatch, capsys):
+    legs_row = reproduce.Row(("--preset", "cartpole", "--log-interval-s", "1"), (475.0,), eval_episodes=2,
+                             legs=(("--total-env-steps", "3000", "--stop-at-env-steps", "1000"),
+                                   ("--total-env-steps", "3000", "--lr-schedule", "constant")))
+    monkeypatch.setitem(reproduce.ROWS, "cartpole-legs", legs_row)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    out = tmp_path / "row"
+    sigterm = signal.getsignal(signal.SIGTERM)  # main() installs its own; this process is pytest's
+    try:
+        assert reproduce.main(["cartpole-legs", "--seeds", "1", "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert reproduce.main(["cartpole-legs", "--seeds", "1", "--out", str(out)]) == 0
+        again = capsys.readouterr().out
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    assert "seed 0: leg 1 of 2: training in" in printed and "seed 0: leg 2 of 2: training in" in printed
+    entry = json.load(open(out / "summary.json"))["seeds"][0]
+    assert entry["env_steps"] == 3000 and entry["train_command"].count(" && ") == 1
+    rows = {int(r["env_steps"]): float(r["learning_rate"])
+            for r in csv.DictReader(open(out / "seed-0" / "progress.csv"))}
+    lr = hparams.parse_args(["--preset", "cartpole"]).learning_rate
+    assert rows[1000] == pytest.approx(lr * (1 - 1000 / 3000), rel=0.1)  # leg 1: the linear schedule over 3000
+    assert rows[3000] == pytest.approx(lr)  # leg 2: constant
+    assert json.load(open(out / "seed-0" / "config.json"))["lr_schedule"] == "constant"
+    assert again.count("finished earlier, read back") == 2 and "training in" not in again
