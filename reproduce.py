@@ -276,15 +276,19 @@ def run_seed(args, row: Row, seed: int) -> dict:
     started = time.time()
     progress_csv = os.path.join(logdir, "progress.csv")
     since_steps = None  # env steps at the start of the first leg trained by this command
+    columns = _read_columns(progress_csv)  # read again after each leg this command trains
     for leg, train in enumerate(trains):
         which = f"leg {leg + 1} of {len(trains)}: " if len(trains) > 1 else ""
         try:  # the budget and stop target this leg trains to (a3c.py reports a bad flag itself)
             hp = hparams_lib.parse_args(train[2:])
         except ConfigError:
             hp = None
-        columns = _read_columns(progress_csv)
-        if hp is not None and columns is not None and training_done(columns, hparams_lib.step_budget(hp),
-                                                                    hp.stop_at_mean_return):
+
+        def leg_done() -> bool:
+            return columns is not None and training_done(columns, hparams_lib.step_budget(hp),
+                                                         hp.stop_at_mean_return)
+
+        if hp is not None and leg_done():
             print(f"seed {seed}: {which}finished earlier, read back from {logdir}", flush=True)
             continue
         if since_steps is None:
@@ -294,13 +298,11 @@ def run_seed(args, row: Row, seed: int) -> dict:
         if status != 0:
             raise ReproduceError(f"seed {seed}: {which}a3c.py exited with status {status}; see {log_path}", status=1)
         columns = _read_columns(progress_csv)
-        if hp is not None and (columns is None or not training_done(columns, hparams_lib.step_budget(hp),
-                                                                    hp.stop_at_mean_return)):
+        if hp is not None and not leg_done():
             at = "no" if columns is None else _steps(columns["env_steps"][-1])
             raise ReproduceError(f"seed {seed}: {which}a3c.py stopped at {at} env steps, before its budget "
                                  f"{_steps(hparams_lib.step_budget(hp))} or stop target (a signal?); not evaluated; "
                                  f"the same command resumes it (see {log_path})", status=1)
-    columns = _read_columns(progress_csv)
     trained_steps = None if columns is None else int(columns["env_steps"][-1])
 
     def evaluate_unless_current(cmd: list[str], out_dir: str, name: str | None):

@@ -188,13 +188,9 @@ def test_sigterm_stops_the_running_training_which_saves_and_the_same_command_res
     assert not (out / "seed-0" / "eval").exists()
 
 
-def _row_args(argv):
-    return reproduce.parse_args(argv)
-
-
 def test_a_row_in_legs_builds_one_command_per_leg_and_quick_gives_each_a_larger_budget():
     row = reproduce.ROWS["pong-acer-t10-sticky-legs"]
-    args = _row_args(["pong-acer-t10-sticky-legs", "--seeds", "1", "--", "--threads", "2"])
+    args = reproduce.parse_args(["pong-acer-t10-sticky-legs", "--seeds", "1", "--", "--threads", "2"])
     commands = [reproduce.train_command(args, row, 0, "runs/x/seed-0", leg) for leg in range(len(row.legs))]
     budgets = []
     for command in commands:
@@ -203,7 +199,7 @@ def test_a_row_in_legs_builds_one_command_per_leg_and_quick_gives_each_a_larger_
         budgets.append(hparams.step_budget(hp))
     assert budgets == [2_560_000, 3_600_000, 5_000_000, 7_400_000]  # each leg goes on from the one before
     assert hparams.parse_args(commands[0][2:]).total_env_steps == 10_000_000  # the preset's schedule, stopped early
-    quick = _row_args(["pong-acer-t10-sticky-legs", "--quick"])
+    quick = reproduce.parse_args(["pong-acer-t10-sticky-legs", "--quick"])
     quick_commands = [reproduce.train_command(quick, row, 0, "d", leg) for leg in range(len(row.legs))]
     assert all("--stop-at-env-steps" not in c for c in quick_commands)
     assert [hparams.step_budget(hparams.parse_args(c[2:])) for c in quick_commands] == [2000, 4000, 6000, 8000]
