@@ -85,11 +85,9 @@ class Trainer:
         hp = self.hp
         for agent in self.agents:
             agent.use_state_size(self.learner.net.state_size)
-        env_threads = hp.resolved_env_threads()
         self.log(f"network on {', '.join(self.learner.devices)} in {self.learner.precision}; "
-                 f"{hp.threads} threads x {hp.envs_per_thread} envs, "
-                 f"{env_threads} emulator thread{'s' if env_threads != 1 else ''} per vector env, TF intra/inter-op "
-                 f"{hp.resolved_intra_op_threads()}/{hp.resolved_inter_op_threads()}")
+                 f"{hp.threads} threads x {hp.envs_per_thread} envs, {envs.vector_env_workers(hp)}, "
+                 f"TF intra/inter-op {hp.resolved_intra_op_threads()}/{hp.resolved_inter_op_threads()}")
         # Trace both functions once here, before threads race to trace them.
         self.agents[0].pending = self.agents[0].act(self.learner.policy())
         self.counters.session_start = time.time()

@@ -49,8 +49,7 @@ GIF_MAX_FRAMES = 3000  # frames kept (compressed) per GIF; the frame stride doub
 # Command line
 # ----------------------------------------------------------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
-    p = ArgumentParser(description="Evaluate an a3c-tf checkpoint: scores.json and videos of full games.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description="Evaluate an a3c-tf checkpoint: scores.json and videos of full games.")
     p.add_argument("--model", required=True,
                    help="run directory (a3c.py --logdir), checkpoint directory, checkpoint prefix (…/ckpt-N), "
                         "or a SavedModel written by --export")
@@ -59,9 +58,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="instead of evaluating, write the policy as a TensorFlow SavedModel to DIR (export.py)")
     p.add_argument("--episodes", type=int, default=30, help="episodes to play (one per env, in parallel)")
     mode = p.add_mutually_exclusive_group()
+    # The pair shares one dest: its default is said in words (a printed default would be True for both flags).
     mode.add_argument("--greedy", dest="greedy", action="store_true", default=True,
-                      help="take the most probable action")
-    mode.add_argument("--sample", dest="greedy", action="store_false", help="sample actions from the policy")
+                      help="take the most probable action (the default)")
+    mode.add_argument("--sample", dest="greedy", action="store_false",
+                      help="sample actions from the policy instead of taking the most probable one")
     p.add_argument("--epsilon", type=float, default=0.0, metavar="E",
                    help="with probability E per env and step, play a uniformly random action instead of the "
                         "policy's (discrete actions only; 0.01 breaks greedy loops; DQN-family Atari evaluations "
@@ -77,7 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-steps", type=int, default=None,
                    help="safety cap: end an episode after this many agent steps (counted as truncated)")
     p.add_argument("--no-progress-bar", dest="progress_bar", action="store_false",
-                   help="no episode progress bar on stderr (for logs; same flag as a3c.py's)")
+                   help="hide the episode progress bar, which is shown on stderr by default (for logs; same flag "
+                        "as a3c.py's)")
     args = p.parse_args(argv)
     if (args.out is None) == (args.export is None):
         raise ConfigError("pass --out DIR to evaluate or --export DIR to write a SavedModel (one of them)")
@@ -177,8 +179,10 @@ def export(args) -> int:
         env = make_vector_env(hp, 1, num_threads=1)
         obs, action = env_specs(env, hp.env_id)
         env.close()
+    # ACER's net has a Q head where A3C's has a value head (V = sum pi Q): build the one the checkpoint holds.
     net = build_network(action, hp.network, device="/CPU:0", precision=resolve_precision(hp.precision, "/CPU:0"),
-                        obs=obs, normalize_obs=hp.normalize_obs, center_frames=hp.center_frames)
+                        obs=obs, normalize_obs=hp.normalize_obs, center_frames=hp.center_frames,
+                        q_head=hp.algorithm == "acer")
     restore_weights(net, prefix)
     export_policy(net, dict(hp.to_dict(), **specs_lib.to_config(obs, action)), trained_env_steps(prefix),
                   args.export)

@@ -12,7 +12,7 @@ keeps enough checkpoints). Floating-point variables are averaged; others (counte
 Writes to --out: checkpoints/ckpt-N (N = the newest source's env steps; the network only, no optimizer state,
 so it evaluates and exports like any checkpoint but cannot be resumed), config.json (the run's) and
 averaged.json (the sources, newest first). Problems are one `error: ...` line on stderr, exit status 2.
-Owns: choosing the checkpoints and averaging their weights.
+Owns: choosing the checkpoints and averaging their weights (checkpoints.write_network_only writes the result).
 Must not: modify the sources, or write anything outside --out.
 """
 from __future__ import annotations
@@ -20,21 +20,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
 import sys
 
 import numpy as np
 
-from checkpoints import AVERAGED_FILE, CHECKPOINT_SUBDIR, CONFIG_FILE, checkpoint_candidates, checkpoint_problem, \
-    ckpt_number, load_config, prepare_writable_dir, resolve_checkpoint, restore_weights, trained_env_steps, \
-    write_json_atomic
+from checkpoints import AVERAGED_FILE, checkpoint_candidates, checkpoint_problem, ckpt_number, load_config, \
+    prepare_writable_dir, resolve_checkpoint, restore_weights, trained_env_steps, write_network_only
 from errors import ArgumentParser, ConfigError, RunError
 from tf_setup import configure_tensorflow, import_tensorflow
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = ArgumentParser(description="Average the network weights of a run's last checkpoints (SWA).",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description="Average the network weights of a run's last checkpoints (SWA).")
     p.add_argument("--model", required=True, help="a run directory (a3c.py --logdir) or its checkpoints/ directory")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--last", type=int, metavar="K", help="average the newest K checkpoints (K >= 2)")
@@ -83,7 +80,7 @@ def average_into(net, prefixes: list[str]) -> None:
 def main(argv=None) -> int:
     try:
         args = parse_args(argv)
-        tf = import_tensorflow()
+        import_tensorflow()  # quietly, before anything else loads it
         prefixes, config_path = select_checkpoints(args.model, args.last, args.from_step)
         hp, (obs, action) = load_config(config_path)
         if action is None:
@@ -97,17 +94,9 @@ def main(argv=None) -> int:
         from learner import make_learner
         net = make_learner(hp, action, obs=obs).net  # the network as a3c_test.py builds it (ACER's has a Q head)
         average_into(net, prefixes)
-        steps = trained_env_steps(prefixes[0])
-        ckpt_dir = os.path.join(args.out, CHECKPOINT_SUBDIR)
-        os.makedirs(ckpt_dir, exist_ok=True)
-        # CheckpointManager.save, as the trainer saves: it also writes the `checkpoint` state file and the
-        # save_counter that restoring expects.
-        checkpoint = tf.train.Checkpoint(model=net, env_steps=tf.Variable(steps or 0, dtype=tf.int64))
-        path = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=1).save(
-            checkpoint_number=ckpt_number(prefixes[0]))
-        shutil.copyfile(config_path, os.path.join(args.out, CONFIG_FILE))
-        write_json_atomic(os.path.join(args.out, AVERAGED_FILE),
-                          dict(sources=prefixes, env_steps=[trained_env_steps(p) for p in prefixes]))
+        path = write_network_only(args.out, net, ckpt_number(prefixes[0]), trained_env_steps(prefixes[0]),
+                                  config_path, AVERAGED_FILE,
+                                  dict(sources=prefixes, env_steps=[trained_env_steps(p) for p in prefixes]))
         print(f"averaged {len(prefixes)} checkpoints of {os.path.dirname(prefixes[0])} "
               f"({ckpt_number(prefixes[-1])} to {ckpt_number(prefixes[0])}) into {path}", flush=True)
         return 0

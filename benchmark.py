@@ -58,14 +58,20 @@ def _run_threads(fn, n: int, seconds: float, warmup: float) -> float:
     return (c1 - c0) / (t1 - t0)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per phase")
-    parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each phase")
+def parse_args(argv=None) -> tuple[argparse.Namespace, hparams_lib.HParams]:
+    """(this script's own flags, HParams from every other flag as a3c.py reads them); ConfigError for a bad flag."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Every other flag is a3c.py's (python a3c.py --help), e.g. --preset NAME.")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per phase (default: 20)")
+    parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each phase (default: 5)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args, rest = parser.parse_known_args(argv)
+    return args, hparams_lib.parse_args(rest)
+
+
+def main(argv=None) -> int:
     try:
-        hp = hparams_lib.parse_args(rest)
+        args, hp = parse_args(argv)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -10,7 +10,8 @@ checkpoint is skipped with a warning; a lost state file is rebuilt; a checkpoint
 is refused, never half-loaded; one trainer per run directory.
 
 Owns: saving, rotating, fsyncing and finding checkpoints, strict restore, the logdir lock, atomic text/JSON
-writes, reading and checking saved configs, and locating a checkpoint for evaluation (a3c_test.py).
+writes, reading and checking saved configs, locating a checkpoint for evaluation (a3c_test.py), and writing and
+refusing to resume a weights-only checkpoint (average_checkpoints.py, tools/slim_model.py).
 Must not: pause threads or know what a counter means (the trainer decides when to save and what), or build
 networks (the caller passes the objects to save and restore).
 """
@@ -37,8 +38,14 @@ CONFIG_FILE = "config.json"
 # The last episodes at the newest checkpoint, so a resumed run's "mean of the last 100" carries on instead of
 # restarting empty (which would first fill with the shortest, i.e. lost, games and dip the curves).
 EPISODE_WINDOW_FILE = "episode_window.json"
-# Written by average_checkpoints.py beside an averaged checkpoint: weights only, which a run cannot resume from.
+# Marker files beside a checkpoint of the network weights alone (no optimizer state, no ACER average network, no
+# counters but env_steps): it evaluates and exports, but a run cannot resume from it. Marker -> what wrote it.
 AVERAGED_FILE = "averaged.json"
+NETWORK_ONLY_FILE = "network_only.json"
+WEIGHTS_ONLY_MARKERS = {
+    AVERAGED_FILE: "an average of checkpoints (average_checkpoints.py",
+    NETWORK_ONLY_FILE: "a slimmed checkpoint (tools/slim_model.py",
+}
 LOCK_FILE = ".lock"
 
 
@@ -332,7 +339,15 @@ class CheckpointStore:
 
     def saved_config(self) -> dict | None:
         """The config the checkpoints were trained with; None for a new run."""
+        self._refuse_weights_only()  # before the config is compared with the flags: this is the reason to give
         return read_run_config(self.logdir) if self.candidates else None
+
+    def _refuse_weights_only(self):
+        marker = weights_only_marker(self.logdir)
+        if self.candidates and marker:
+            raise RunError(f"{self.logdir} holds {WEIGHTS_ONLY_MARKERS[marker]}, see its {marker}): network "
+                           f"weights only, no optimizer state or counters, so it cannot be resumed; resume the run "
+                           f"it was made from, or use a new --logdir")
 
     def resume(self, objects: dict) -> Resumed | None:
         """Track `objects` (name -> trackable) and the counters in every checkpoint; restore the newest
@@ -358,10 +373,7 @@ class CheckpointStore:
         return Resumed(prefix, counts, self._saved_window(counts.env_steps))
 
     def _restore_newest(self) -> str | None:
-        if self.candidates and os.path.isfile(os.path.join(self.logdir, AVERAGED_FILE)):
-            raise RunError(f"{self.logdir} holds an average of checkpoints (average_checkpoints.py, see its "
-                           f"{AVERAGED_FILE}): network weights only, no optimizer state or counters, so it cannot "
-                           f"be resumed; resume the run it was averaged from, or use a new --logdir")
+        self._refuse_weights_only()
         skipped = []
         for prefix in self.candidates:
             problem = checkpoint_problem(prefix)
@@ -548,3 +560,46 @@ def trained_env_steps(prefix: str) -> int | None:
     except Exception:  # noqa: BLE001 - an older / foreign checkpoint without the counter
         n = ckpt_number(prefix)
         return n if n >= 0 else None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Weights-only checkpoints (average_checkpoints.py, tools/slim_model.py)
+# ----------------------------------------------------------------------------------------------------------
+def weights_only_marker(directory: str) -> str | None:
+    """The WEIGHTS_ONLY_MARKERS file in `directory` (its checkpoint holds network weights only), or None."""
+    return next((m for m in WEIGHTS_ONLY_MARKERS if os.path.isfile(os.path.join(directory, m))), None)
+
+
+def network_tensors(prefix: str) -> dict[str, np.ndarray]:
+    """The network's variables stored in a checkpoint: checkpoint key -> value. Optimizer slots, the ACER
+    average network (avg_model/) and the counters are not the network's."""
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(prefix)
+    return {key: reader.get_tensor(key) for key in sorted(reader.get_variable_to_shape_map())
+            if key.startswith("model/") and key.endswith("/.ATTRIBUTES/VARIABLE_VALUE")
+            and ".OPTIMIZER_SLOT" not in key}
+
+
+def write_network_only(out: str, net, number: int, env_steps: int | None, config_path: str, marker: str,
+                       record: dict) -> str:
+    """Write `net`'s variables alone as out/checkpoints/ckpt-<number>, with the env-steps counter (evaluation
+    reports it), a copy of `config_path` as out/config.json and `record` as out/<marker>, one of
+    WEIGHTS_ONLY_MARKERS. Returns the checkpoint prefix. a3c_test.py and --export read it like any checkpoint;
+    a3c.py refuses to resume it. Failed writes are a one-line RunError."""
+    import tensorflow as tf
+    if marker not in WEIGHTS_ONLY_MARKERS:
+        raise ValueError(f"unknown weights-only marker {marker!r}")
+    ckpt_dir = os.path.join(out, CHECKPOINT_SUBDIR)
+    with io_errors(f"cannot write the checkpoint to {out}"):
+        os.makedirs(ckpt_dir, exist_ok=True)
+        with open(config_path) as f:
+            write_text_atomic(os.path.join(out, CONFIG_FILE), f.read())
+        # The marker before the checkpoint: from the moment a checkpoint exists in `out`, a3c.py refuses to resume
+        # it (a network-only checkpoint would otherwise fail there with a less helpful "does not fit" message).
+        write_json_atomic(os.path.join(out, marker), record)
+        # CheckpointManager.save, as the trainer saves: it also writes the `checkpoint` state file and the
+        # save_counter that restoring expects.
+        checkpoint = tf.train.Checkpoint(model=net, env_steps=tf.Variable(env_steps or 0, dtype=tf.int64))
+        path = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=1).save(checkpoint_number=number)
+        fsync_checkpoint(path)
+    return path

@@ -13,9 +13,9 @@ The vector-env contract (ale_py's AtariVectorEnv is the model; tests/fakes.py ha
   observation of the next episode; the observation returned AT the end step is the true final one. info may
   hold "lives" [B] (for episodic life) and "env_id" [B] (which must be arange(B): envs in order). Rewards are raw.
 
-A family is an EnvFamily: `claims(env_id)`, `check(env_id)` (raises ConfigError with the fix) and
-`make(hp, num_envs, rgb=, num_threads=)`. FAMILIES is searched in order and the first family that claims an
-id gets it:
+A family is an EnvFamily: `claims(env_id)`, `check(env_id)` (raises ConfigError with the fix),
+`make(hp, num_envs, rgb=, num_threads=)` and `workers(hp)` (what steps its envs, for the start-up line).
+FAMILIES is searched in order and the first family that claims an id gets it:
   retro       `retro:GAME[:STATE]`: stable-retro console games (retro_games.py), one emulator per process
   gymnasium   any other registered gymnasium id that is not an Atari game, in gymnasium's vector envs
   ale         Atari ids and bare ROM names (`pong`), in ale-py's C++ AtariVectorEnv; last, as it claims the rest
@@ -50,6 +50,11 @@ class EnvFamily(NamedTuple):
     check: Callable[[str], str]  # env_id -> the family's name for it; ConfigError if it cannot run it
     make: Callable[..., object]  # (hp, num_envs, *, rgb: bool, num_threads: int | None) -> vector env
     fps: Callable[[HParams], float] = lambda hp: 60.0 / hp.frameskip  # agent steps per second of play, for videos
+    workers: Callable[[HParams], str] = lambda hp: "envs stepped in the learner thread"  # for the start-up line
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -91,7 +96,9 @@ def make_ale_env(hp: HParams, num_envs: int, *, rgb: bool = False, num_threads: 
         **image)
 
 
-ALE = EnvFamily("ale", claims=lambda env_id: True, check=check_ale_id, make=make_ale_env)  # 60 Hz / frameskip
+ALE = EnvFamily("ale", claims=lambda env_id: True, check=check_ale_id, make=make_ale_env,  # 60 Hz / frameskip
+                workers=lambda hp: _count(hp.resolved_env_threads(), "emulator thread", "emulator threads")
+                + " per vector env")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -175,8 +182,14 @@ def gymnasium_fps(hp: HParams) -> float:
     return fps
 
 
+def gymnasium_workers(hp: HParams) -> str:
+    if hp.vector_env == "async":
+        return _count(hp.envs_per_thread, "env process", "env processes") + " per vector env (one per env)"
+    return "envs stepped in the learner thread (--vector-env sync)"
+
+
 GYMNASIUM = EnvFamily("gymnasium", claims=claims_gymnasium, check=check_gymnasium_id, make=make_gymnasium_env,
-                      fps=gymnasium_fps)
+                      fps=gymnasium_fps, workers=gymnasium_workers)
 
 # ----------------------------------------------------------------------------------------------------------
 # Retro: console games through stable-retro (retro_games.py), one emulator per process
@@ -201,7 +214,9 @@ def make_retro_env(hp: HParams, num_envs: int, *, rgb: bool = False, num_threads
 
 
 RETRO = EnvFamily("retro", claims=lambda env_id: env_id.startswith("retro:"), check=check_retro_id,
-                  make=make_retro_env)  # 60 Hz consoles: videos at 60 / frameskip
+                  make=make_retro_env,  # 60 Hz consoles: videos at 60 / frameskip
+                  workers=lambda hp: _count(hp.envs_per_thread, "emulator process", "emulator processes")
+                  + " per vector env (one per env)")
 
 FAMILIES: list[EnvFamily] = [RETRO, GYMNASIUM, ALE]
 
@@ -228,6 +243,12 @@ def env_specs(vector_env, env_id: str) -> tuple:
         return specs_of(vector_env)
     except ValueError as e:
         raise ConfigError(f"{env_id}: {e}") from None
+
+
+def vector_env_workers(hp: HParams) -> str:
+    """What steps one of hp's vector envs, for the start-up line: ALE's C++ emulator threads, or a process per env
+    (retro games, async gymnasium envs), or the learner thread itself (sync gymnasium envs)."""
+    return family_of(hp.env_id).workers(hp)
 
 
 def video_fps(hp: HParams) -> float:

@@ -2,7 +2,8 @@
 
 Owns: ConfigError (a bad flag or config value), RunError (the run cannot go on: a checkpoint that does not fit,
 an unwritable directory, ...), CheckpointError, how any exception or warning becomes one line on stderr, and
-the argument parser of every command (a bad command line raises ConfigError, or the command's own error type).
+the argument parser of every command (a bad command line raises ConfigError, or the command's own error type;
+--help shows a default only where it is the value the option takes).
 a3c.py, a3c_test.py, average_checkpoints.py and benchmark.py catch ConfigError and RunError, print
 `error: <message>` and exit 2.
 Must not import any other module of the project: every module may import this one.
@@ -26,10 +27,22 @@ class CheckpointError(RunError):
     """A checkpoint could not be written; the previous ones are intact."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with `(default: X)` only where X is the value the option takes when it is left out. Not for a flag
+    without a value: `--greedy` / `--sample` (or `--no-progress-bar`) share one dest whose default describes the
+    pair, not the flag, so argparse would print `(default: True)` for each; their help says it in words. Not for a
+    required option, nor for None: the option is unset and its help says what that means."""
+    def _get_help_string(self, action):
+        if action.nargs == 0 or action.required or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose bad command lines raise `error_type` (ConfigError unless a command has its own: one line,
-    exit 2) instead of printing the usage."""
+    exit 2) instead of printing the usage, and whose --help shows defaults as HelpFormatter does."""
     def __init__(self, *args, error_type: type[Exception] = ConfigError, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
         self._error_type = error_type
 

@@ -59,7 +59,8 @@ class HParams:
     envs_per_thread: int = 64
     """Environments stepped together by one thread; they form the batch dimension B."""
     env_threads: int = 0
-    """Emulator worker threads per vector env. 0 = cores // threads (no oversubscription)."""
+    """Atari only: ale-py's emulator worker threads per vector env. 0 = cores // threads (no oversubscription).
+    Retro games run one emulator process per env, gymnasium envs as --vector-env says."""
     devices: str = ""
     """Devices for the network, e.g. `GPU:0,GPU:1`: with several, each holds a replica that its threads (spread
     round-robin) act and compute gradients with; gradients are applied to the shared weights on the first.
@@ -405,27 +406,44 @@ def from_dict(values: dict, base: HParams | None = None) -> HParams:
 def parse_args(argv: list[str] | None = None) -> HParams:
     """Build HParams from `--preset NAME` then `--field-name VALUE` overrides."""
     hints = typing.get_type_hints(HParams)
-    parser = ArgumentParser(description="Batched-agent A3C trainer. Every HParams field is a flag.",
-                            allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="named starting point")
+    parser = ArgumentParser(description="Batched-agent A3C trainer. Every HParams field is a flag; the defaults "
+                                        "shown are HParams' own, which --preset NAME changes for some fields.",
+                            allow_abbrev=False)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="named starting point: its fields replace the defaults, and flags given override it")
     docs = _field_docs()
+    defaults = HParams()
     for f in dataclasses.fields(HParams):
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
         optional = [a for a in typing.get_args(kind) if a is not type(None)]
         if len(optional) == 1:  # `float | None`: the flag takes the value; leaving it out keeps None
             kind = optional[0]
+        # Every flag's argparse default is None (meaning "not given": the preset's value stands), so the field's
+        # own default goes into the help text; argparse would print `(default: None)`.
+        text = docs.get(f.name, "") + _default_note(f.name, getattr(defaults, f.name))
         if kind is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=docs.get(f.name, ""))
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=docs.get(f.name, ""))
+            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=text)
     args = parser.parse_args(argv)
     hp = HParams()
     if args.preset:
         hp = dataclasses.replace(hp, **PRESETS[args.preset])
     overrides = {k: v for k, v in vars(args).items() if k != "preset" and v is not None}
     return validate(dataclasses.replace(hp, **overrides))
+
+
+def _default_note(name: str, value) -> str:
+    """` (default: X)` for a field's --help: the flag that is on for a boolean, `empty` for an empty string, and
+    nothing for None (the field's docstring says what unset means). Escaped for argparse's %-formatting."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        shown = "--" + ("" if value else "no-") + name.replace("_", "-")
+    else:
+        shown = str(value) if value != "" else "empty"
+    return f" (default: {shown})".replace("%", "%%")
 
 
 def _field_docs() -> dict[str, str]:

@@ -101,8 +101,7 @@ class ReproduceError(Exception):
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(error_type=ReproduceError,
-                       description="Train, evaluate and plot a README results row over several seeds.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description="Train, evaluate and plot a README results row over several seeds.")
     p.add_argument("row", help=f"one of {', '.join(ROWS)}")
     p.add_argument("--seeds", type=int, default=3, help="how many seeds (run one after another)")
     p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ...")

@@ -33,15 +33,23 @@ def run(network: str, delay: int, t_max: int, steps: int, seed: int, logdir: str
     return float(np.mean(trainer.run_log.recent_returns)), len(trainer.run_log.recent_returns)
 
 
-if __name__ == "__main__":
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--network", default="a3c-lstm")
     p.add_argument("--delay", type=int, default=5, help="steps from the cue to the decision (> 3)")
     p.add_argument("--t-max", type=int, default=7, help="rollout length; > delay, so BPTT spans the episode")
     p.add_argument("--steps", type=int, default=12_000)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     start = time.time()
     mean, n = run(args.network, args.delay, args.t_max, args.steps, args.seed, tempfile.mkdtemp())
     print(f"{args.network} delay {args.delay} t_max {args.t_max} steps {args.steps} seed {args.seed}: "
           f"mean return {mean:.2f} over the last {n} episodes ({time.time() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -10,13 +10,17 @@ import a3c_test
 import export
 from checkpoints import restore_weights
 from helpers import file_hashes, make_trainer, one_error_line
-from learner import A3CLearner
+from learner import make_learner
 
 
-@pytest.fixture(scope="module", params=["a3c", "a3c-lstm"])
+KINDS = {"a3c": dict(network="a3c"), "a3c-lstm": dict(network="a3c-lstm"),
+         "acer": dict(network="a3c", algorithm="acer", replay_capacity=200, replay_start=40)}  # a Q head
+
+
+@pytest.fixture(scope="module", params=sorted(KINDS))
 def exported(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"export-{request.param}")
-    trainer = make_trainer(root / "run", network=request.param, total_env_steps=60)
+    trainer = make_trainer(root / "run", total_env_steps=60, **KINDS[request.param])
     assert trainer.run() == 0
     assert a3c_test.main(["--model", str(root / "run"), "--export", str(root / "saved")]) == 0
     return request.param, root / "run", root / "saved", trainer.hp
@@ -25,8 +29,9 @@ def exported(request, tmp_path_factory):
 def test_the_saved_model_acts_like_the_checkpoint(exported):
     kind, run, saved, hp = exported
     config = json.load(open(saved / export.EXPORT_CONFIG))
-    assert config["network"] == kind and config["num_actions"] == 6 and config["env_steps_trained"] == 60
-    learner = A3CLearner(hp, 6, device="/CPU:0")
+    assert config["network"] == KINDS[kind]["network"] and config["num_actions"] == 6
+    assert config["env_steps_trained"] == 60
+    learner = make_learner(hp, 6, device="/CPU:0")
     restore_weights(learner.net, tf.train.latest_checkpoint(str(run / "checkpoints")))
     loaded = export.SavedPolicy(str(saved))
     assert loaded.state_size == learner.net.state_size == (512 if kind == "a3c-lstm" else 0)

@@ -23,12 +23,16 @@ from checkpoints import restore_weights  # noqa: E402
 from tf_setup import configure_tensorflow  # noqa: E402
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", help="a run's checkpoints/ directory (its config.json is read from there)")
     p.add_argument("--envs", type=int, default=8)
     p.add_argument("--steps", type=int, default=60)
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     hp = hparams.validate(hparams.from_dict(json.load(open(os.path.join(args.checkpoints, "config.json")))))
     hp = dataclasses.replace(hp, threads=1, devices="")
     tf = configure_tensorflow(hp)

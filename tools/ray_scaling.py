@@ -134,14 +134,18 @@ LAYOUTS = {
 }
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pushes", type=int, default=100, help="pushes / pulls timed for each figure")
     parser.add_argument("--seconds", type=float, default=60.0, help="training time per throughput layout")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of rows ignored at the start")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of the three layouts, interleaved")
     parser.add_argument("--skip-throughput", action="store_true")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs")
     t = transfers(args.pushes)
     print(f"gradient push: {t['grad_bytes'] / 1e6:.2f} MB, {t['push_ms']:.2f} ms round trip incl. apply (median)")

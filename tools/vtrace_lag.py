@@ -42,7 +42,7 @@ def run(extra: list, seed: int, steps: int, target: float, logdir: str) -> dict:
                 auc=statistics.mean(m for _, m in curve), curve=curve)
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=150_000)
@@ -50,7 +50,11 @@ def main():
     parser.add_argument("--target", type=float, default=300.0)
     parser.add_argument("--workdir", default="runs/vtrace_lag", help="run directories, one per config and seed")
     parser.add_argument("--out", default="", help="PNG of every curve")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     configs = {
         "pull every update, none": [],
         f"pull every {args.interval}, none": ["--weight-pull-interval", str(args.interval)],
