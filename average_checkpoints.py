@@ -26,7 +26,7 @@ import numpy as np
 
 from checkpoints import AVERAGED_FILE, checkpoint_candidates, checkpoint_problem, ckpt_number, load_config, \
     prepare_writable_dir, resolve_checkpoint, restore_weights, trained_env_steps, write_network_only
-from errors import ArgumentParser, ConfigError, RunError
+from errors import ArgumentParser, ConfigError, RunError, run_writing_command
 from tf_setup import configure_tensorflow, import_tensorflow
 
 
@@ -77,35 +77,32 @@ def average_into(net, prefixes: list[str]) -> None:
         v.assign((s / len(prefixes)).astype(newest.dtype) if np.issubdtype(newest.dtype, np.floating) else newest)
 
 
+def average(argv) -> str:
+    """Parse argv, write the averaged checkpoint; returns the line to print."""
+    args = parse_args(argv)
+    import_tensorflow()  # quietly, before anything else loads it
+    prefixes, config_path = select_checkpoints(args.model, args.last, args.from_step)
+    hp, (obs, action) = load_config(config_path)
+    if action is None:
+        raise RunError(f"{config_path} has no action_space (a run from before it was saved); evaluate its "
+                       f"checkpoints one at a time with a3c_test.py")
+    source_ckpt_dir = os.path.abspath(os.path.dirname(prefixes[0]))
+    if os.path.abspath(args.out) in (source_ckpt_dir, os.path.dirname(source_ckpt_dir)):
+        raise ConfigError(f"--out {args.out} is the run being averaged; choose a new directory")
+    prepare_writable_dir(args.out, "--out")
+    configure_tensorflow(dataclasses.replace(hp, devices=""))
+    from learner import make_learner
+    net = make_learner(hp, action, obs=obs).net  # the network as a3c_test.py builds it (ACER's has a Q head)
+    average_into(net, prefixes)
+    path = write_network_only(args.out, net, ckpt_number(prefixes[0]), trained_env_steps(prefixes[0]),
+                              config_path, AVERAGED_FILE,
+                              dict(sources=prefixes, env_steps=[trained_env_steps(p) for p in prefixes]))
+    return (f"averaged {len(prefixes)} checkpoints of {os.path.dirname(prefixes[0])} "
+            f"({ckpt_number(prefixes[-1])} to {ckpt_number(prefixes[0])}) into {path}")
+
+
 def main(argv=None) -> int:
-    try:
-        args = parse_args(argv)
-        import_tensorflow()  # quietly, before anything else loads it
-        prefixes, config_path = select_checkpoints(args.model, args.last, args.from_step)
-        hp, (obs, action) = load_config(config_path)
-        if action is None:
-            raise RunError(f"{config_path} has no action_space (a run from before it was saved); evaluate its "
-                           f"checkpoints one at a time with a3c_test.py")
-        source_ckpt_dir = os.path.abspath(os.path.dirname(prefixes[0]))
-        if os.path.abspath(args.out) in (source_ckpt_dir, os.path.dirname(source_ckpt_dir)):
-            raise ConfigError(f"--out {args.out} is the run being averaged; choose a new directory")
-        prepare_writable_dir(args.out, "--out")
-        configure_tensorflow(dataclasses.replace(hp, devices=""))
-        from learner import make_learner
-        net = make_learner(hp, action, obs=obs).net  # the network as a3c_test.py builds it (ACER's has a Q head)
-        average_into(net, prefixes)
-        path = write_network_only(args.out, net, ckpt_number(prefixes[0]), trained_env_steps(prefixes[0]),
-                                  config_path, AVERAGED_FILE,
-                                  dict(sources=prefixes, env_steps=[trained_env_steps(p) for p in prefixes]))
-        print(f"averaged {len(prefixes)} checkpoints of {os.path.dirname(prefixes[0])} "
-              f"({ckpt_number(prefixes[-1])} to {ckpt_number(prefixes[0])}) into {path}", flush=True)
-        return 0
-    except (ConfigError, RunError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: cannot write {e.filename} ({e.strerror}); choose a writable --out", file=sys.stderr)
-        return 2
+    return run_writing_command(lambda: average(argv))
 
 
 if __name__ == "__main__":

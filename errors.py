@@ -27,6 +27,20 @@ class CheckpointError(RunError):
     """A checkpoint could not be written; the previous ones are intact."""
 
 
+def run_writing_command(body) -> int:
+    """Run a command that writes to --out: body() returns the line to print (exit status 0); a ConfigError or
+    RunError, or an OSError while writing, becomes one `error: ...` line on stderr and exit status 2."""
+    try:
+        print(body(), flush=True)
+        return 0
+    except (ConfigError, RunError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot write {e.filename} ({e.strerror}); choose a writable --out", file=sys.stderr)
+        return 2
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """--help with `(default: X)` only where X is the value the option takes when it is left out. Not for a flag
     without a value: `--greedy` / `--sample` (or `--no-progress-bar`) share one dest whose default describes the

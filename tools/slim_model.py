@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from checkpoints import CHECKPOINT_SUBDIR, NETWORK_ONLY_FILE, checkpoint_candidates, checkpoint_problem, \
     ckpt_number, load_config, network_tensors, prepare_writable_dir, resolve_checkpoint, restore_weights, \
     trained_env_steps, write_network_only  # noqa: E402
-from errors import ArgumentParser, ConfigError, RunError  # noqa: E402
+from errors import ArgumentParser, ConfigError, RunError, run_writing_command  # noqa: E402
 from tf_setup import configure_tensorflow, import_tensorflow  # noqa: E402
 
 RECORDS = ("progress.csv", "scores*.json")  # small files that document the model: its curve, its evaluations
@@ -69,9 +69,10 @@ def check_out(out: str, model: str, prefix: str):
             raise ConfigError(f"--out {out} already holds a checkpoint; choose a new directory")
 
 
-def check_identical(source: str, written: str):
-    """Every network variable of `written` equals the source's bit for bit, and none of the source's is missing."""
-    want, got = network_tensors(source), network_tensors(written)
+def check_identical(source: str, want: dict, written: str):
+    """Every network variable of `written` equals `want` (the source's, network_tensors(source)) bit for bit, and
+    none of the source's is missing."""
+    got = network_tensors(written)
     if set(want) != set(got):
         missing = sorted(set(want) ^ set(got))
         raise RunError(f"the network variables of {written} are not those of {source} (differ: "
@@ -126,10 +127,11 @@ def slim(args) -> str:
     net = make_learner(hp, action, obs=obs).net  # the network as a3c_test.py builds it (ACER's has a Q head)
     restore_weights(net, prefix)
     steps = trained_env_steps(prefix)
-    kept = {key: list(value.shape) for key, value in network_tensors(prefix).items()}
+    source_tensors = network_tensors(prefix)
+    kept = {key: list(value.shape) for key, value in source_tensors.items()}
     record = dict(source=prefix, env_steps=steps, variables=kept, dropped=dropped_objects(prefix, kept))
     path = write_network_only(args.out, net, ckpt_number(prefix), steps, config_path, NETWORK_ONLY_FILE, record)
-    check_identical(prefix, path)
+    check_identical(prefix, source_tensors, path)
     copied = copy_records(run_dir_of(prefix), args.out) if args.records else []
     return (f"wrote {path}: {checkpoint_bytes(path) / 1e6:.2f} MB, from {checkpoint_bytes(prefix) / 1e6:.2f} MB "
             f"for {prefix}; {len(kept)} network variables identical; left out "
@@ -137,17 +139,11 @@ def slim(args) -> str:
 
 
 def main(argv=None) -> int:
-    try:
+    def body():
         args = parse_args(argv)
         import_tensorflow()  # quietly, before anything else loads it
-        print(slim(args), flush=True)
-        return 0
-    except (ConfigError, RunError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: cannot write {e.filename} ({e.strerror}); choose a writable --out", file=sys.stderr)
-        return 2
+        return slim(args)
+    return run_writing_command(body)
 
 
 if __name__ == "__main__":
