@@ -22,6 +22,7 @@ Must not: contain TensorFlow ops, file formats or env details - those live in th
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import sys
 import threading
@@ -56,6 +57,7 @@ class Trainer:
         self.agents: list[BatchAgents] = []
         self.lock = None
         self.store = None
+        self.save_replay = False  # decided in setup: ACER, --save-replay, and room on the disk
 
     def log(self, msg: str):
         print(msg, file=self.out, flush=True)
@@ -85,6 +87,7 @@ class Trainer:
         hp = self.hp
         for agent in self.agents:
             agent.use_state_size(self.learner.net.state_size)
+        self.save_replay = self.learner.keeps_replay and hp.save_replay and self._replay_fits_disk()
         self.log(f"network on {', '.join(self.learner.devices)} in {self.learner.precision}; "
                  f"{hp.threads} threads x {hp.envs_per_thread} envs, {envs.vector_env_workers(hp)}, "
                  f"TF intra/inter-op {hp.resolved_intra_op_threads()}/{hp.resolved_inter_op_threads()}")
@@ -93,29 +96,51 @@ class Trainer:
         self.counters.session_start = time.time()
 
     # -- checkpoints -----------------------------------------------------------------------------------
+    def _replay_fits_disk(self) -> bool:
+        """--save-replay stays on if the logdir's disk has room for the memories uncompressed (their file is
+        much smaller: frames deflate ~10x); otherwise a warning turns it off."""
+        need, free = self.learner.replay_bytes, shutil.disk_usage(self.hp.logdir).free
+        if free < need:
+            warn(f"--save-replay is off: the replay memories take up to {need / 2**30:.2f} GiB and {self.hp.logdir} "
+                 f"has {free / 2**30:.2f} GiB free; a resume will start with an empty memory")
+            return False
+        self.log(f"replay: saved with each checkpoint (checkpoints/replay-N.npz, compressed; at most "
+                 f"{need / 2**30:.2f} GiB uncompressed, {free / 2**30:.0f} GiB free)")
+        return True
+
     @contextlib.contextmanager
     def _workers_paused(self, timeout_s: float = PAUSE_TIMEOUT_S):
         """Hold the learner threads between updates, so a checkpoint's weights, optimizer slots and counters
-        belong together. A thread still busy after timeout_s (a hung env) is not waited for."""
+        belong together. A thread still busy after timeout_s (a hung env) is not waited for. Yields whether every
+        thread is held (only then are the replay memories still)."""
         c = self.counters
         with c.changed:
             self.paused = True
             deadline = time.monotonic() + timeout_s
             while c.in_flight and time.monotonic() < deadline:
                 c.changed.wait(0.05)
+            all_held = not c.in_flight
         try:
-            yield
+            yield all_held
         finally:
             with c.changed:
                 self.paused = False
                 c.changed.notify_all()
 
     def save(self, pause_timeout_s: float = PAUSE_TIMEOUT_S) -> str | None:
-        """Checkpoint weights, optimizer slots, counters and the episode window; returns the checkpoint prefix."""
-        with self._workers_paused(pause_timeout_s):
+        """Checkpoint weights, optimizer slots, counters and the episode window (and ACER's replay memories, if
+        --save-replay and no thread is stuck mid-update); returns the checkpoint prefix."""
+        with self._workers_paused(pause_timeout_s) as all_held:
             with self.counters.lock:
                 counts, window = self.counters.now(), self.run_log.episode_window()
-            return self.store.save(counts, window)
+            replay = self.learner.replay_arrays() if self.save_replay and all_held else None
+            t0 = time.perf_counter()
+            path = self.store.save(counts, window, replay)
+            if replay and (size := self.store.arrays_size(path)):
+                in_memory = sum(a.nbytes for a in replay.values())
+                self.log(f"replay: {size / 2**20:,.0f} MiB saved with {path} ({in_memory / 2**20:,.0f} MiB in "
+                         f"memory); the save took {time.perf_counter() - t0:.1f} s")
+            return path
 
     # -- the learner threads ---------------------------------------------------------------------------
     def _claim_rollout(self, steps: int):

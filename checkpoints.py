@@ -2,7 +2,9 @@
 
 A run directory (a3c.py --logdir) holds `config.json`, `.lock` and `checkpoints/`: ckpt-N.index/.data (N = env
 steps), the `checkpoint` state file, a copy of config.json and `episode_window.json`. A checkpoint holds the
-learner's checkpoint_objects() (weights, optimizer slots) and the run's counters (RunCounts).
+learner's checkpoint_objects() (weights, optimizer slots) and the run's counters (RunCounts). Named arrays the
+caller passes (ACER's replay memories, --save-replay) go beside the newest checkpoint as `replay-N.npz`
+(a zip of .npy files, deflated; np.load reads it), written after the checkpoint, so losing one costs only them.
 
 Guarantees: a crash at any moment leaves a state file that names complete checkpoints; a checkpoint is never
 rewritten in place; new files are fsynced; on resume every tensor is read back and an unreadable newest
@@ -47,6 +49,7 @@ WEIGHTS_ONLY_MARKERS = {
     NETWORK_ONLY_FILE: "a slimmed checkpoint (tools/slim_model.py",
 }
 LOCK_FILE = ".lock"
+ARRAYS_FILE = "replay-{}.npz"  # beside ckpt-N: the arrays saved with it (only the newest checkpoint's are kept)
 
 
 class RunCounts(NamedTuple):
@@ -74,6 +77,37 @@ def write_text_atomic(path: str, text: str):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_arrays_atomic(path: str, arrays: dict, compresslevel: int = 1):
+    """name -> array into an .npz at `path` (deflate level 1: frames shrink ~10x at disk speed), crash-safe:
+    written to a temp file, fsynced, then renamed over `path`. OSError on failure (the temp file removed)."""
+    import zipfile
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compresslevel,
+                                 allowZip64=True) as zf:
+                for name, a in arrays.items():
+                    with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, np.ascontiguousarray(a), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def read_arrays(path: str) -> dict:
+    """The arrays of write_arrays_atomic, read whole (the zip's CRCs checked); OSError or ValueError if damaged."""
+    import zipfile
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {name: z[name] for name in z.files}
+    except (zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise ValueError(f"{type(e).__name__}: {first_line(e)}") from None
 
 
 def write_json_atomic(path: str, payload: dict):
@@ -331,6 +365,9 @@ class CheckpointStore:
         # A crash mid-save can leave ckpt-N_temp/ behind; TF never reads it, and the caller holds the logdir lock.
         for stale in glob.glob(os.path.join(glob.escape(self.ckpt_dir), "ckpt-*_temp")):
             shutil.rmtree(stale, ignore_errors=True)
+        for stale in glob.glob(os.path.join(glob.escape(self.ckpt_dir), ARRAYS_FILE.format("*") + ".tmp")):
+            with contextlib.suppress(OSError):
+                os.remove(stale)
         self.candidates = checkpoint_candidates(self.ckpt_dir)
         self.config = None  # the run's config, copied beside every checkpoint
         self.state_vars = self.checkpoint = self.manager = None
@@ -421,8 +458,9 @@ class CheckpointStore:
         with io_errors(f"cannot write {CONFIG_FILE} in {self.logdir}"):
             write_json_atomic(os.path.join(self.logdir, CONFIG_FILE), config)
 
-    def save(self, counts: RunCounts, window: list) -> str | None:
-        """Checkpoint the tracked objects and `counts`; returns the checkpoint prefix.
+    def save(self, counts: RunCounts, window: list, arrays: dict | None = None) -> str | None:
+        """Checkpoint the tracked objects and `counts`, then `arrays` (name -> np.ndarray) beside it; returns the
+        checkpoint prefix.
 
         Crash-safe: TF writes the tensors to ckpt-N_temp/, merges them into ckpt-N.index/.data, and only then
         replaces the `checkpoint` state file (temp file + rename) and deletes the oldest checkpoint, so a crash
@@ -457,7 +495,46 @@ class CheckpointStore:
                 fsync_checkpoint(path)
         except RunError as e:
             raise CheckpointError(str(e)) from None
+        if arrays is not None:
+            self._save_arrays(steps, arrays)
         return path
+
+    def _save_arrays(self, steps: int, arrays: dict):
+        """replay-N.npz beside ckpt-N, then the older ones removed. They are not vital: a failure (disk full)
+        warns, removes the partial file and keeps the older file only if its checkpoint is still kept."""
+        path = os.path.join(self.ckpt_dir, ARRAYS_FILE.format(steps))
+        try:
+            write_arrays_atomic(path, arrays)
+        except OSError as e:
+            warn(f"could not write {path} ({first_line(e)}); the checkpoint is saved, but a resume from it starts "
+                 f"with an empty replay memory")
+        kept = {ckpt_number(p) for p in listed_checkpoints(self.ckpt_dir) or []}
+        for old in glob.glob(os.path.join(glob.escape(self.ckpt_dir), ARRAYS_FILE.format("*"))):
+            number = re.search(r"replay-(\d+)\.npz$", old)
+            if number and int(number.group(1)) != steps and (os.path.exists(path) or int(number.group(1)) not in kept):
+                with contextlib.suppress(OSError):
+                    os.remove(old)
+
+    def arrays_size(self, prefix: str) -> int | None:
+        """Bytes of the arrays file saved with checkpoint `prefix`, None if there is none."""
+        try:
+            return os.path.getsize(os.path.join(self.ckpt_dir, ARRAYS_FILE.format(ckpt_number(prefix))))
+        except OSError:
+            return None
+
+    def load_arrays(self, prefix: str) -> dict | None:
+        """The arrays saved beside checkpoint `prefix`, or None with a warning saying why (none saved with it, or
+        the file is damaged): they are never worth a failed resume."""
+        path = os.path.join(self.ckpt_dir, ARRAYS_FILE.format(ckpt_number(prefix)))
+        if not os.path.exists(path):
+            warn(f"no replay memory was saved with {os.path.basename(prefix)} ({os.path.basename(path)} is "
+                 f"missing); the replay starts empty")
+            return None
+        try:
+            return read_arrays(path)
+        except (OSError, ValueError) as e:
+            warn(f"{path} is damaged ({first_line(e)}); the replay starts empty")
+            return None
 
     def _remove_failed_save(self, prefix: str):
         """Delete what a failed save left, unless the state file already names it (then it is complete)."""

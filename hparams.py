@@ -102,8 +102,15 @@ class HParams:
     actions."""
     replay_ratio: float = 4.0
     """ACER: off-policy updates per on-policy update, drawn from Poisson(replay_ratio); 0 = on-policy ACER."""
+    replay_batch_envs: int = 0
+    """ACER: env columns in each off-policy batch ([t_max, N], each column a random stored rollout of a random env);
+    0 = the thread's --envs-per-thread, as in the ACER paper. Fewer makes each off-policy update cheaper."""
     replay_capacity: int = 100_000
     """ACER: transitions (env steps) each learner thread's replay memory keeps; ~7.1 KB each for Atari frames."""
+    save_replay: bool = True
+    """ACER: write the replay memories beside each checkpoint (checkpoints/replay-N.npz, compressed; only the newest
+    kept), so a resumed run goes on with a full memory instead of refilling it. Turned off, with a warning, when
+    the disk has less room than the memories' uncompressed size."""
     replay_start: int = 10_000
     """ACER: transitions a thread's memory must hold before its off-policy updates start."""
     acer_c: float = 10.0
@@ -351,7 +358,7 @@ def validate(hp: HParams) -> HParams:
     for name in ("gamma", "gae_lambda", "repeat_action_probability", "rmsprop_decay", "adam_beta1", "adam_beta2",
                  "acer_avg_decay"):
         need(0.0 <= getattr(hp, name) <= 1.0, f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(hp, name)}")
-    for name in ("entropy_beta", "value_coef", "worker_gpus", "replay_ratio", "replay_start"):
+    for name in ("entropy_beta", "value_coef", "worker_gpus", "replay_ratio", "replay_start", "replay_batch_envs"):
         need(getattr(hp, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(hp, name)}")
     need(hp.stop_at_env_steps is None or 1 <= hp.stop_at_env_steps <= hp.total_env_steps,
          f"--stop-at-env-steps must be in [1, --total-env-steps {hp.total_env_steps}], got {hp.stop_at_env_steps}; "

@@ -10,6 +10,8 @@ The trainer's threads see a learner only through the `Learner` interface:
   dead_units(rollout) -> dict          ReLU layer -> share of its units that output 0 on all of the rollout
   graphs() -> dict                     name -> tf.Graph of each tf.function, for TensorBoard's graph view
   checkpoint_objects() -> dict         the trackables a checkpoint holds (weights, optimizer slots, ...)
+  keeps_replay, replay_arrays(),       learners with a replay memory (ACER): it as named arrays for the
+  load_replay_arrays(arrays) -> int    checkpoint store, and back on resume (transitions restored)
   net, action_spec, device, devices    the shared network, its ActionSpec, the device it lives on, all devices
                                        with a replica
 A3CLearner implements it with a3c_math.a3c_loss. An ACER or V-trace learner implements the same interface
@@ -92,6 +94,7 @@ class A3CLearner:
     (`refresh`, the paper's thread-local parameters theta'), and applies them to the shared weights."""
 
     Q_HEAD = False  # the network's value: a V head (A3C) or V = sum pi Q from a Q head (ACER)
+    keeps_replay = False  # ACER: replay_arrays() / load_replay_arrays() carry its memories across a resume
 
     def __init__(self, hp: HParams, action: ActionSpec | int, device: str | None = None, obs: ObsSpec = ATARI_OBS):
         self.hp = hp
@@ -373,12 +376,14 @@ class ACERLearner(A3CLearner):
 
     `train_on` from learner thread i: one on-policy update from its rollout (mu = the acting policy, recorded by
     `act` as the rollout's behaviour_params), the rollout into thread i's replay memory (replay.py), then
-    Poisson(--replay-ratio) off-policy updates from [T, B] batches sampled there once it holds --replay-start
-    transitions. Every update: acer_math.acer_loss (Retrace targets, truncated importance weights with bias
-    correction, the trust region against the average network), the clipped gradient applied to the shared
+    Poisson(--replay-ratio) off-policy updates from [T, N] batches sampled there (N = --replay-batch-envs, or B)
+    once it holds --replay-start transitions. Every update: acer_math.acer_loss (Retrace targets, truncated
+    importance weights with bias correction, the trust region against the average network), the clipped gradient applied to the shared
     weights, then the average network moved towards them (Polyak, --acer-avg-decay). The average network lives
-    on the shared weights' device and is saved in checkpoints; the replay is not (a resume refills it)."""
+    on the shared weights' device and is saved in checkpoints; the replay memories are handed to the checkpoint
+    store as arrays (replay_arrays, load_replay_arrays) when --save-replay is on."""
     Q_HEAD = True
+    keeps_replay = True
 
     def __init__(self, hp: HParams, action: ActionSpec | int, device: str | None = None, obs: ObsSpec = ATARI_OBS):
         action = as_action_spec(action)
@@ -397,6 +402,7 @@ class ACERLearner(A3CLearner):
             raise ConfigError(f"--replay-capacity {hp.replay_capacity} x {hp.threads} threads x {per_step:,.0f} bytes "
                               f"= {total / 2**30:.2f} GiB of replay, but {free / 2**30:.2f} GiB of memory is "
                               f"available; lower --replay-capacity")
+        self.replay_bytes = total  # the memories' size when full, uncompressed
         self.startup_lines = [f"replay: {hp.threads} threads x {hp.replay_capacity:,} transitions x {per_step:,.0f} "
                               f"bytes = {total / 2**30:.2f} GiB"
                               + (f" (of {free / 2**30:.1f} GiB available)" if free is not None else "")]
@@ -470,27 +476,57 @@ class ACERLearner(A3CLearner):
         metrics = {k: v.numpy() for k, v in result.items()}
         t1 = time.perf_counter()
         T, B = rollout.actions.shape
-        memory = self.memories[thread]
-        if memory is None:
-            memory = self.memories[thread] = replay.ReplayMemory(
-                hp.replay_capacity // B, B, T, self.net.obs_spec.shape, self.net.obs_spec.dtype,
-                self.action_spec.size, self.net.state_size)
+        memory = self._memory(thread, B, T)
         memory.add(rollout.obs, rollout.actions, rollout.rewards, rollout.terminated, rollout.truncated,
                    rollout.valid, rollout.resets, rollout.initial_state, mu)
         rng = self.rngs[thread]
         n = int(rng.poisson(hp.replay_ratio)) if len(memory) >= hp.replay_start and memory.sampleable() else 0
         off = []
+        columns = hp.replay_batch_envs or B
         for _ in range(n):
-            batch = memory.sample(rng)
+            batch = memory.sample(rng, columns)
             off.append(self._acer_update(True, optimizer_index)(
                 batch.obs, batch.actions, batch.rewards, batch.terminated, batch.truncated, batch.valid,
-                batch.resets, batch.initial_state, batch.behaviour_probs, np.zeros(B, np.float32), lr))
+                batch.resets, batch.initial_state, batch.behaviour_probs, np.zeros(columns, np.float32), lr))
         source = [{k: v.numpy() for k, v in o.items()} for o in off] or [metrics]
         for key in ("rho", "rho_truncated", "trust_region_kl", "trust_region_scale"):
             metrics[key] = float(np.mean([m[key] for m in source]))
         metrics.update(off_policy_updates=n, replay_size=len(memory), on_policy_s=t1 - t0,
                        replay_s=time.perf_counter() - t1)
         return metrics
+
+    def _memory(self, thread: int, num_envs: int, t_max: int) -> replay.ReplayMemory:
+        """Thread `thread`'s replay memory, made on first use."""
+        if self.memories[thread] is None:
+            self.memories[thread] = replay.ReplayMemory(
+                self.hp.replay_capacity // num_envs, num_envs, t_max, self.net.obs_spec.shape,
+                self.net.obs_spec.dtype, self.action_spec.size, self.net.state_size)
+        return self.memories[thread]
+
+    def replay_arrays(self) -> dict:
+        """Every thread's replay memory as named arrays ("thread0/frames", ...): views, to be written out before
+        the threads go on."""
+        return {f"thread{i}/{name}": a for i, memory in enumerate(self.memories) if memory is not None
+                for name, a in memory.arrays().items()}
+
+    def load_replay_arrays(self, arrays: dict) -> int:
+        """Refill the threads' memories from replay_arrays() of an earlier session of this run; returns the
+        transitions restored. ValueError (and every memory left empty) if they do not fit this run's layout."""
+        memories = [None] * self.hp.threads
+        for i in range(self.hp.threads):
+            mine = {name.split("/", 1)[1]: a for name, a in arrays.items() if name.startswith(f"thread{i}/")}
+            if mine:
+                self.memories[i] = None
+                try:
+                    memories[i] = self._memory(i, self.hp.envs_per_thread, self.hp.t_max_of(i))
+                    memories[i].load_arrays(mine)
+                except (ValueError, KeyError) as e:
+                    self.memories = [None] * self.hp.threads
+                    raise ValueError(f"thread {i}'s memory: {e}") from None
+        if not any(m is not None for m in memories) and arrays:
+            raise ValueError(f"it holds no memory of this run's {self.hp.threads} threads")
+        self.memories = memories
+        return sum(len(m) for m in memories if m is not None)
 
     def graphs(self) -> dict:
         return {"act": self.act.get_concrete_function().graph,

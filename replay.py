@@ -11,8 +11,11 @@ ring, once per such step. Flat observations are kept whole.
 (of a random env), with the T + 1 observations a Q-value bootstrap needs: a rollout becomes sampleable once the
 next one (which holds its s_T) is stored.
 
-Owns: storing, the byte budget per step, sampling and rebuilding observations.
-Must not: touch TensorFlow, envs or losses.
+`arrays()` / `ReplayMemory.from_arrays(...)` turn a memory into plain named arrays and back (bit for bit), for the
+checkpoint store to write beside a checkpoint (--save-replay).
+
+Owns: storing, the byte budget per step, sampling and rebuilding observations, the memory as named arrays.
+Must not: touch TensorFlow, envs, losses or files.
 """
 from __future__ import annotations
 
@@ -68,6 +71,7 @@ class ReplayMemory:
         self.probs = np.zeros((N, B, num_actions), np.float32)
         self.states = np.zeros((self.slots, B, state_size), np.float32)
         self.whole_stacks: dict[tuple[int, int], np.ndarray] = {}  # (ring position, env) -> [k, H, W]
+        self.has_stack = np.zeros((N, B), bool)  # the keys of whole_stacks, for sample's vectorised test
         self.steps = 0  # steps stored so far (per env)
         self.last_obs = None  # [B, *obs_shape] the newest step's observation, to test the next for continuity
 
@@ -84,8 +88,9 @@ class ReplayMemory:
         self.states[start // self.t_max] = initial_state
         for t in range(T):
             p = start + t
-            for b in [b for b in range(self.num_envs) if (p, b) in self.whole_stacks]:
-                del self.whole_stacks[(p, b)]
+            for b in np.flatnonzero(self.has_stack[p]):
+                del self.whole_stacks[(p, int(b))]
+            self.has_stack[p] = False
             o = obs[t]
             if self.stacked:
                 self.frames[p] = o[:, -1]
@@ -94,7 +99,8 @@ class ReplayMemory:
                 else:
                     continues = np.all(o[:, :-1] == self.last_obs[:, 1:], axis=tuple(range(1, o.ndim)))
                 for b in np.flatnonzero(~continues):
-                    self.whole_stacks[(p, b)] = o[b].copy()
+                    self.whole_stacks[(p, int(b))] = o[b].copy()
+                    self.has_stack[p, b] = True
             else:
                 self.frames[p] = o
             self.last_obs = o
@@ -122,19 +128,77 @@ class ReplayMemory:
                 return np.concatenate([stack[d:], self.frames[[(step - e) % self.n for e in range(d - 1, -1, -1)], b]])
         return self.frames[[(step - e) % self.n for e in range(self.k - 1, -1, -1)], b]
 
-    def sample(self, rng: np.random.Generator) -> ReplaySample:
-        """A [T, B] batch: each column is one env's part of a stored rollout, both chosen at random."""
+    def sample(self, rng: np.random.Generator, columns: int | None = None) -> ReplaySample:
+        """A [T, columns] batch (columns defaults to the memory's B envs): each column is one env's part of a
+        stored rollout, both chosen at random (with replacement)."""
         count = self.sampleable()
         if count < 1:
             raise ValueError("nothing to sample yet: the memory needs two rollouts")
         T, B = self.t_max, self.num_envs
+        C = B if columns is None else columns
         newest_sampleable = self.steps // T - 2  # absolute rollout index; the newest rollout waits for its s_T
-        rollouts = newest_sampleable - rng.integers(0, count, B)
-        envs = rng.integers(0, B, B)
+        rollouts = newest_sampleable - rng.integers(0, count, C)
+        envs = rng.integers(0, B, C)
         starts = rollouts * T
-        obs = np.stack([np.stack([self._observation(s + t, b) for s, b in zip(starts, envs)]) for t in range(T + 1)])
-        steps = (starts[None, :] + np.arange(T + 1)[:, None]) % self.n  # [T + 1, B] ring positions
-        now, nxt = steps[:-1], steps
+        steps = starts[None, :] + np.arange(T + 1)[:, None]  # [T + 1, C] absolute steps
+        if self.stacked:
+            # Every stack from the ring's last k frames in one gather; the few whose last k steps hold an
+            # episode start (a whole stack kept beside the ring) are rebuilt one by one.
+            frame_steps = (steps[..., None] - np.arange(self.k - 1, -1, -1)) % self.n  # [T + 1, C, k]
+            obs = self.frames[frame_steps, envs[None, :, None]]
+            for t, j in zip(*np.nonzero(self.has_stack[frame_steps, envs[None, :, None]].any(-1))):
+                obs[t, j] = self._observation(int(steps[t, j]), int(envs[j]))
+        else:
+            obs = self.frames[steps % self.n, envs]
+        now, nxt = steps[:-1] % self.n, steps % self.n
         return ReplaySample(obs, self.actions[now, envs], self.rewards[now, envs], self.terminated[now, envs],
                             self.truncated[now, envs], self.valid[now, envs], self.resets[nxt, envs],
                             self.states[(rollouts % self.slots), envs], self.probs[now, envs])
+
+    # -- as named arrays, for a checkpoint ---------------------------------------------------------------
+    _RING = ("frames", "actions", "rewards", "terminated", "truncated", "valid", "resets", "probs")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The memory as name -> array (views, not copies: write them out before the memory changes). Only the
+        filled part of the ring; the whole stacks as positions [M, 2] and stacks [M, k, H, W]."""
+        filled = min(self.steps, self.n)
+        keys = sorted(self.whole_stacks)
+        out = {name: getattr(self, name)[:filled] for name in self._RING}
+        out.update(states=self.states[:-(-filled // self.t_max)],
+                   meta=np.array([self.n, self.num_envs, self.t_max, self.steps], np.int64),
+                   stack_keys=np.array(keys, np.int64).reshape(len(keys), 2),
+                   stacks=(np.stack([self.whole_stacks[k] for k in keys]) if keys
+                           else np.zeros((0, self.k) + self.frames.shape[2:], self.frames.dtype)))
+        if self.last_obs is not None:
+            out["last_obs"] = self.last_obs
+        return out
+
+    def load_arrays(self, arrays) -> None:
+        """Fill this (new, empty) memory from `arrays()` of a memory built with the same arguments. ValueError,
+        and the memory left empty, if they do not fit it."""
+        n, num_envs, t_max, steps = (int(x) for x in arrays["meta"])
+        if (n, num_envs, t_max) != (self.n, self.num_envs, self.t_max):
+            raise ValueError(f"it holds {n} steps x {num_envs} envs of {t_max}-step rollouts, this run's memory "
+                             f"{self.n} x {self.num_envs} of {self.t_max}")
+        filled = min(steps, n)
+        loaded = {}
+        for name in self._RING + ("states",):
+            a, mine = arrays[name], getattr(self, name)
+            rows = filled if name != "states" else -(-filled // t_max)
+            if a.shape != (rows,) + mine.shape[1:] or a.dtype != mine.dtype:
+                raise ValueError(f"its {name} are {a.dtype}{list(a.shape)}, expected {mine.dtype}"
+                                 f"{[rows] + list(mine.shape[1:])}")
+            loaded[name] = a
+        keys, stacks = arrays["stack_keys"], arrays["stacks"]
+        if (keys.ndim != 2 or len(keys) != len(stacks) or stacks.shape[1:] != (self.k,) + self.frames.shape[2:]
+                or len(keys) and not (0 <= keys[:, 0].min() and keys[:, 0].max() < n
+                                      and 0 <= keys[:, 1].min() and keys[:, 1].max() < num_envs)):
+            raise ValueError("its whole frame stacks do not match their positions or this run's frames")
+        for name, a in loaded.items():
+            getattr(self, name)[:len(a)] = a
+        self.whole_stacks = {(int(p), int(b)): np.array(stack) for (p, b), stack in zip(keys, stacks)}
+        self.has_stack[:] = False
+        for p, b in self.whole_stacks:
+            self.has_stack[p, b] = True
+        self.last_obs = np.array(arrays["last_obs"]) if "last_obs" in arrays else None
+        self.steps = steps

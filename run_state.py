@@ -8,12 +8,13 @@ Must not: start threads or actors, step envs, or hold TensorFlow ops (learner.py
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
 
 from checkpoints import CheckpointStore, RunCounts, check_compatible, check_specs
-from errors import RunError
+from errors import RunError, warn
 from hparams import HParams
 from run_log import RETURN_WINDOW, RunLog
 from specs import to_config as specs_to_config
@@ -64,10 +65,27 @@ def open_run(hp: HParams, specs: tuple, store: CheckpointStore, run_log: RunLog,
         counters.episodes, counters.updates, counters.wall_time_s = resumed.counts[1:]  # env_steps first
         run_log.restore_window(resumed.window)
         log(f"resuming from step {counters.env_steps} ({resumed.prefix})")
+        if learner.keeps_replay and hp.save_replay:
+            restore_replay(learner, store, resumed.prefix, log)
     config = dict(hp.to_dict(), **specs_to_config(obs_spec, action_spec))
     store.write_config(config)
     log("config:\n" + json.dumps(config, indent=2, sort_keys=True))
     return hp, learner
+
+
+def restore_replay(learner, store: CheckpointStore, prefix: str, log):
+    """Refill the learner's replay memories from the file saved with checkpoint `prefix`; a missing, damaged or
+    mismatched file warns and leaves them empty (a resume never fails for it)."""
+    arrays = store.load_arrays(prefix)
+    if arrays is None:
+        return
+    try:
+        restored = learner.load_replay_arrays(arrays)
+    except ValueError as e:
+        warn(f"the replay memory saved with {os.path.basename(prefix)} does not fit this run ({e}); it starts "
+             f"empty")
+        return
+    log(f"replay: restored {restored:,} transitions saved with {os.path.basename(prefix)}")
 
 
 def target_reached(hp: HParams, run_log: RunLog) -> str | None:

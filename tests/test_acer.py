@@ -103,6 +103,10 @@ def test_cli_trains_resumes_and_evaluates_an_acer_run(acer_run):
                                             "--replay-capacity", 200, "--replay-start", 40], root, cli_env(),
                          "resume", timeout=180)
     assert code == 0 and "resuming from step 400" in out and "600 env steps" in out, err
+    # --save-replay (on by default): the memories came back, and only the newest checkpoint's file is kept
+    restored = re.search(r"replay: restored ([\d,]+) transitions saved with ckpt-400", out)
+    assert restored and int(restored.group(1).replace(",", "")) > 0, out
+    assert sorted(p.name for p in (logdir / "checkpoints").glob("replay-*")) == ["replay-600.npz"]
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(logdir / "checkpoints")))
     assert any(name.startswith("avg_model/") for name in reader.get_variable_to_shape_map())
     code, out, err = run("a3c_test.py", ["--model", logdir, "--out", root / "eval", "--episodes", 1, "--record", 0,
@@ -112,6 +116,7 @@ def test_cli_trains_resumes_and_evaluates_an_acer_run(acer_run):
 
 @pytest.mark.parametrize("args, words", [
     (["--replay-ratio", "-1"], "--replay-ratio must be >= 0"),
+    (["--replay-batch-envs", "-2"], "--replay-batch-envs must be >= 0"),
     (["--acer-c", "0"], "--acer-c must be > 0"),
     (["--acer-delta", "-1"], "--acer-delta must be > 0"),
     (["--replay-capacity", "30"], "--replay-capacity 30 holds less than two rollouts of 5 steps x 4 envs"),
@@ -159,3 +164,94 @@ def test_benchmark_reports_acer_time_split_between_on_policy_and_replay(tmp_path
     assert split["on_policy_fraction"] + split["replay_fraction"] == pytest.approx(1.0, abs=2e-3)
     assert split["replay_fraction"] > 0 and split["off_policy_updates_per_rollout"] > 0  # replay did run
     assert "ACER update time: on-policy" in stdout
+
+
+def _learner_with_memories(**overrides):
+    hp = _hp(threads=2, replay_ratio=0.0, **overrides)
+    learner = make_learner(hp, discrete(6))
+    agents = [BatchAgents(fakes.make_env(i, hp.envs_per_thread), seed=10 * i) for i in range(2)]
+    for _ in range(4):
+        for i, agent in enumerate(agents):
+            learner.train_on(agent.collect(learner.policy(), hp.t_max)[0], 1e-4, thread=i)
+    return learner
+
+
+def test_replay_memories_go_through_named_arrays_into_a_new_learner():
+    learner = _learner_with_memories()
+    arrays = {name: np.array(a) for name, a in learner.replay_arrays().items()}
+    assert {name.split("/")[0] for name in arrays} == {"thread0", "thread1"}
+    fresh = make_learner(learner.hp, discrete(6))
+    assert fresh.load_replay_arrays(arrays) == 2 * 4 * 20  # 4 rollouts of 5 steps x 4 envs per thread
+    for old, new in zip(learner.memories, fresh.memories):
+        a, b = old.sample(np.random.default_rng(1)), new.sample(np.random.default_rng(1))
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    other = make_learner(_hp(threads=2, envs_per_thread=2, replay_ratio=0.0), discrete(6))
+    with pytest.raises(ValueError, match="thread 0's memory: it holds 50 steps x 4 envs"):
+        other.load_replay_arrays(arrays)
+    assert other.memories == [None, None]  # nothing half-loaded
+
+
+def test_off_policy_batches_take_replay_batch_envs_columns():
+    learner = _learner_with_memories(replay_batch_envs=2)
+    hp = dataclasses.replace(learner.hp, replay_ratio=50.0)
+    learner.hp = hp
+    rollout, _ = _agents(hp).collect(learner.policy(), hp.t_max)
+    seen = []
+    real = learner.memories[0].sample
+    learner.memories[0].sample = lambda rng, columns=None: seen.append(columns) or real(rng, columns)
+    m = learner.train_on(rollout, 1e-4)
+    assert m["off_policy_updates"] > 0 and seen == [2] * m["off_policy_updates"] and m["applied"]
+
+
+def _copy_run(acer_run, tmp_path):
+    import shutil
+    _, logdir, _ = acer_run
+    copy = tmp_path / "run"
+    shutil.copytree(logdir, copy, ignore=shutil.ignore_patterns(".lock"))
+    return copy
+
+
+RESUME = SMOKE + ["--algorithm", "acer", "--total-env-steps", 700, "--replay-capacity", 200, "--replay-start", 40]
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("truncate", "is damaged"),
+    ("remove", "no replay memory was saved with ckpt-{n} (replay-{n}.npz is missing)"),
+    ("layout", "does not fit this run"),
+])
+def test_a_missing_damaged_or_foreign_replay_file_warns_and_the_resume_goes_on(acer_run, tmp_path, damage, words):
+    logdir = _copy_run(acer_run, tmp_path)
+    [path] = (logdir / "checkpoints").glob("replay-*.npz")  # 400, or 600 after the resume test
+    n = int(re.search(r"replay-(\d+)", path.name).group(1))
+    words = words.format(n=n)
+    extra = []
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "remove":
+        path.unlink()
+    else:
+        extra = ["--envs-per-thread", "2"]  # the memories were 4 envs wide
+    code, out, err = run("a3c.py", RESUME + ["--logdir", logdir, *extra], tmp_path, cli_env(), timeout=180)
+    assert code == 0 and f"resuming from step {n}" in out and "700 env steps" in out, err
+    assert words in err and "starts empty" in err and "Traceback" not in err
+    assert "replay: restored" not in out
+
+
+def test_no_save_replay_writes_no_replay_file_and_a_full_disk_turns_it_off(acer_run, tmp_path, monkeypatch, capsys):
+    logdir = _copy_run(acer_run, tmp_path)
+    for p in (logdir / "checkpoints").glob("replay-*"):
+        p.unlink()
+    code, out, err = run("a3c.py", RESUME + ["--logdir", logdir, "--no-save-replay"], tmp_path, cli_env(),
+                         timeout=180)
+    assert code == 0 and "replay: restored" not in out and "no replay memory" not in err, err
+    assert not list((logdir / "checkpoints").glob("replay-*"))
+    import collections
+    import shutil
+    from helpers import make_trainer
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: collections.namedtuple("u", "total used free")(1, 1, 10))
+    trainer = make_trainer(tmp_path / "small", algorithm="acer", replay_capacity=200, replay_start=40)
+    try:
+        assert not trainer.save_replay
+        assert "--save-replay is off: the replay memories take up to" in capsys.readouterr().err
+    finally:
+        trainer.close()

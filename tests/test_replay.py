@@ -126,3 +126,64 @@ def test_misuse_is_refused():
     stream = FrameStream(2, np.random.default_rng(0))
     with pytest.raises(ValueError, match="rollouts of 4 steps"):
         memory.add(**stream.rollout(4))
+
+
+def _filled(T, rollouts, seed=0, B=3, slots=6):
+    stream = FrameStream(B, np.random.default_rng(seed))
+    memory = ReplayMemory(slots * T, B, T, (K, H, W), np.uint8, num_actions=3, state_size=2)
+    for _ in range(rollouts):
+        memory.add(**stream.rollout(T))
+    return memory, stream
+
+
+def _assert_same_samples(a, b, seed, columns=None):
+    for _ in range(4):
+        sa = a.sample(np.random.default_rng(seed), columns)
+        sb = b.sample(np.random.default_rng(seed), columns)
+        for name, x, y in zip(sa._fields, sa, sb):
+            np.testing.assert_array_equal(x, y, err_msg=name)
+        seed += 1
+
+
+@pytest.mark.parametrize("T, rollouts", [(5, 3), (5, 20), (2, 20)])  # not yet full; wrapped (T < K-1 too)
+def test_a_memory_goes_through_its_arrays_and_back_bit_for_bit(T, rollouts):
+    memory, stream = _filled(T, rollouts)
+    copy = ReplayMemory(6 * T, 3, T, (K, H, W), np.uint8, num_actions=3, state_size=2)
+    arrays = {name: np.array(a) for name, a in memory.arrays().items()}  # as written to and read from disk
+    assert arrays["frames"].shape[0] == min(rollouts * T, 6 * T)  # only the filled part
+    copy.load_arrays(arrays)
+    assert len(copy) == len(memory) and copy.steps == memory.steps and copy.sampleable() == memory.sampleable()
+    _assert_same_samples(memory, copy, seed=3)
+    more = stream.rollout(T)  # both go on alike: the episode-start bookkeeping came across too
+    memory.add(**more)
+    copy.add(**more)
+    _assert_same_samples(memory, copy, seed=9)
+
+
+def test_arrays_of_another_layout_are_refused_and_leave_the_memory_empty():
+    memory, _ = _filled(5, 8)
+    arrays = memory.arrays()
+    for other, words in [(ReplayMemory(40, 3, 5, (K, H, W), np.uint8, 3, 2), "30 steps x 3 envs"),
+                         (ReplayMemory(30, 2, 5, (K, H, W), np.uint8, 3, 2), "this run's memory 30 x 2"),
+                         (ReplayMemory(30, 3, 5, (K, H, W), np.uint8, 4, 2), "its probs are")]:
+        with pytest.raises(ValueError, match=words):
+            other.load_arrays(arrays)
+        assert len(other) == 0 and not other.whole_stacks
+    bad = dict(arrays, stack_keys=arrays["stack_keys"] + 1000)
+    with pytest.raises(ValueError, match="whole frame stacks"):
+        ReplayMemory(30, 3, 5, (K, H, W), np.uint8, 3, 2).load_arrays(bad)
+
+
+def test_a_batch_of_fewer_or_more_columns_than_envs_holds_stored_rollouts():
+    T = 5
+    rng = np.random.default_rng(4)
+    stream = FrameStream(3, rng)
+    memory = ReplayMemory(6 * T, 3, T, (K, H, W), np.uint8, num_actions=3, state_size=2)
+    rollouts = []
+    for _ in range(9):
+        rollouts.append(stream.rollout(T))
+        memory.add(**rollouts[-1])
+    for columns in (1, 2, 7):
+        sample = memory.sample(rng, columns)
+        assert sample.actions.shape == (T, columns) and sample.obs.shape == (T + 1, columns, K, H, W)
+        _check_sample(sample, rollouts, stream, T)
