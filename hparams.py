@@ -104,7 +104,8 @@ class HParams:
     """ACER: off-policy updates per on-policy update, drawn from Poisson(replay_ratio); 0 = on-policy ACER."""
     replay_batch_envs: int = 0
     """ACER: env columns in each off-policy batch ([t_max, N], each column a random stored rollout of a random env);
-    0 = the thread's --envs-per-thread, as in the ACER paper. Fewer makes each off-policy update cheaper."""
+    0 = the thread's --envs-per-thread, as in the ACER paper. Fewer makes each off-policy update cheaper (8 of 16
+    columns: 25 against 36 ms on Pong); with --replay-ratio 2 it cost env steps to 18 on Pong (docs/results.md)."""
     replay_capacity: int = 100_000
     """ACER: transitions (env steps) each learner thread's replay memory keeps; ~7.1 KB each for Atari frames."""
     save_replay: bool = True
