@@ -98,7 +98,7 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------------------
     def _replay_fits_disk(self) -> bool:
         """--save-replay stays on if the logdir's disk has room for the memories uncompressed (their file is
-        much smaller: frames deflate ~10x); otherwise a warning turns it off."""
+        much smaller: Pong's deflates 42x); otherwise a warning turns it off."""
         need, free = self.learner.replay_bytes, shutil.disk_usage(self.hp.logdir).free
         if free < need:
             warn(f"--save-replay is off: the replay memories take up to {need / 2**30:.2f} GiB and {self.hp.logdir} "

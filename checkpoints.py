@@ -80,7 +80,7 @@ def write_text_atomic(path: str, text: str):
 
 
 def write_arrays_atomic(path: str, arrays: dict, compresslevel: int = 1):
-    """name -> array into an .npz at `path` (deflate level 1: frames shrink ~10x at disk speed), crash-safe:
+    """name -> array into an .npz at `path` (deflate level 1: Pong's replay shrank 42x, 2.6 s for 1.36 GiB), crash-safe:
     written to a temp file, fsynced, then renamed over `path`. OSError on failure (the temp file removed)."""
     import zipfile
     tmp = f"{path}.tmp"

@@ -378,10 +378,10 @@ class ACERLearner(A3CLearner):
     `act` as the rollout's behaviour_params), the rollout into thread i's replay memory (replay.py), then
     Poisson(--replay-ratio) off-policy updates from [T, N] batches sampled there (N = --replay-batch-envs, or B)
     once it holds --replay-start transitions. Every update: acer_math.acer_loss (Retrace targets, truncated
-    importance weights with bias correction, the trust region against the average network), the clipped gradient applied to the shared
-    weights, then the average network moved towards them (Polyak, --acer-avg-decay). The average network lives
-    on the shared weights' device and is saved in checkpoints; the replay memories are handed to the checkpoint
-    store as arrays (replay_arrays, load_replay_arrays) when --save-replay is on."""
+    importance weights with bias correction, the trust region against the average network), the clipped gradient
+    applied to the shared weights, then the average network moved towards them (Polyak, --acer-avg-decay). The
+    average network lives on the shared weights' device and is saved in checkpoints; the replay memories are
+    handed to the checkpoint store as arrays (replay_arrays, load_replay_arrays) when --save-replay is on."""
     Q_HEAD = True
     keeps_replay = True
 
@@ -495,12 +495,14 @@ class ACERLearner(A3CLearner):
                        replay_s=time.perf_counter() - t1)
         return metrics
 
+    def _new_memory(self, num_envs: int, t_max: int) -> replay.ReplayMemory:
+        return replay.ReplayMemory(self.hp.replay_capacity // num_envs, num_envs, t_max, self.net.obs_spec.shape,
+                                   self.net.obs_spec.dtype, self.action_spec.size, self.net.state_size)
+
     def _memory(self, thread: int, num_envs: int, t_max: int) -> replay.ReplayMemory:
         """Thread `thread`'s replay memory, made on first use."""
         if self.memories[thread] is None:
-            self.memories[thread] = replay.ReplayMemory(
-                self.hp.replay_capacity // num_envs, num_envs, t_max, self.net.obs_spec.shape,
-                self.net.obs_spec.dtype, self.action_spec.size, self.net.state_size)
+            self.memories[thread] = self._new_memory(num_envs, t_max)
         return self.memories[thread]
 
     def replay_arrays(self) -> dict:
@@ -511,19 +513,17 @@ class ACERLearner(A3CLearner):
 
     def load_replay_arrays(self, arrays: dict) -> int:
         """Refill the threads' memories from replay_arrays() of an earlier session of this run; returns the
-        transitions restored. ValueError (and every memory left empty) if they do not fit this run's layout."""
+        transitions restored. ValueError (and the memories left as they were) if they do not fit this run's layout."""
         memories = [None] * self.hp.threads
         for i in range(self.hp.threads):
             mine = {name.split("/", 1)[1]: a for name, a in arrays.items() if name.startswith(f"thread{i}/")}
             if mine:
-                self.memories[i] = None
+                memories[i] = self._new_memory(self.hp.envs_per_thread, self.hp.t_max_of(i))
                 try:
-                    memories[i] = self._memory(i, self.hp.envs_per_thread, self.hp.t_max_of(i))
                     memories[i].load_arrays(mine)
                 except (ValueError, KeyError) as e:
-                    self.memories = [None] * self.hp.threads
                     raise ValueError(f"thread {i}'s memory: {e}") from None
-        if not any(m is not None for m in memories) and arrays:
+        if arrays and all(m is None for m in memories):
             raise ValueError(f"it holds no memory of this run's {self.hp.threads} threads")
         self.memories = memories
         return sum(len(m) for m in memories if m is not None)

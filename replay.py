@@ -11,7 +11,7 @@ ring, once per such step. Flat observations are kept whole.
 (of a random env), with the T + 1 observations a Q-value bootstrap needs: a rollout becomes sampleable once the
 next one (which holds its s_T) is stored.
 
-`arrays()` / `ReplayMemory.from_arrays(...)` turn a memory into plain named arrays and back (bit for bit), for the
+`arrays()` / `load_arrays(...)` turn a memory into plain named arrays and back (bit for bit), for the
 checkpoint store to write beside a checkpoint (--save-replay).
 
 Owns: storing, the byte budget per step, sampling and rebuilding observations, the memory as named arrays.
