@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 
+import atari_suite
 import hparams as hparams_lib
 import plot
 from errors import ArgumentParser, ConfigError
@@ -50,7 +51,9 @@ class Row:
     stop_at: float | None = None
     """--stop-at-mean-return for training; None trains to the preset's budget."""
     eval_episodes: int = 30
-    """Greedy evaluation episodes per seed."""
+    """Evaluation episodes per seed."""
+    eval_flags: tuple[str, ...] = ()
+    """a3c_test.py flags of the main evaluation (none: greedy), e.g. the Atari suite's `--epsilon 0.01`."""
     also_eval: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Further evaluations of each seed, (name, a3c_test.py flags): the same episodes under other settings,
     e.g. a model trained with sticky actions also evaluated without them. Results in OUT/seed-N/eval-NAME/."""
@@ -59,6 +62,18 @@ class Row:
     directory: a row whose run changed its schedule part-way still reproduces in one command. One empty leg: the
     row's command as it is."""
 
+
+def atari_row(game: str) -> Row:
+    """The Atari suite's row for one game (issue 36): `--preset atari` for 10M env steps; milestones at the PPO
+    paper's A2C and ACER scores; evaluated on the suite's protocol (30 full games, greedy with 1% random actions to
+    break loops, eval seed 1) and again under sticky actions 0.25 (robustness)."""
+    a2c, acer = atari_suite.ANCHORS[game][:2]
+    milestones = tuple(sorted({a2c, acer}))
+    return Row(("--preset", "atari", "--env-id", f"ALE/{game}-v5"), milestones, eval_flags=ATARI_EVAL,
+               also_eval=(("sticky-0.25", (*ATARI_EVAL, "--repeat-action-probability", "0.25")),))
+
+
+ATARI_EVAL = ("--epsilon", "0.01")
 
 ROWS: dict[str, Row] = {
     "pong": Row(("--preset", "pong"), (-15.0, 0.0, 18.0), stop_at=18.0),
@@ -83,6 +98,8 @@ ROWS: dict[str, Row] = {
                     also_eval=(("sample", ("--sample",)), ("epsilon-0.01", ("--epsilon", "0.01")))),
     "cartpole": Row(("--preset", "cartpole"), (475.0,)),
     "pendulum": Row(("--preset", "pendulum"), (-250.0,)),
+    # The Atari suite (issue 36): one row per game, `python reproduce.py atari-seaquest --seeds 1`.
+    **{f"atari-{hparams_lib.game_slug(game)}": atari_row(game) for game in atari_suite.GAMES},
 }
 # --quick: the same tools and files on a budget that only checks the pipeline (no figure of it means anything).
 # Leg i of a row trains to QUICK_STEPS * (i + 1) env steps, its own --stop-at-env-steps dropped.
@@ -271,7 +288,7 @@ def run_seed(args, row: Row, seed: int) -> dict:
                 "--episodes", str(row.eval_episodes), "--record", "1", "--seed", str(args.eval_seed),
                 "--no-progress-bar", *(QUICK_EVAL if args.quick else ()), *flags]
 
-    evaluate = evaluation(eval_dir)
+    evaluate = evaluation(eval_dir, *row.eval_flags)
     started = time.time()
     progress_csv = os.path.join(logdir, "progress.csv")
     since_steps = None  # env steps at the start of the first leg trained by this command
@@ -390,7 +407,8 @@ def table(name: str, row: Row, entries: list[dict], cpu: str) -> str:
     targets = " / ".join(f"{t:g}" for t in row.milestones)
     lines = [f"`python reproduce.py {name} --seeds {len(entries)}`; CPU: {cpu}", "",
              f"| seed | env steps to {targets} (last-100 training mean) | wall time to {row.milestones[-1]:g} | "
-             f"end: env steps, wall time | env steps/s | eval ({row.eval_episodes} greedy episodes) |"
+             f"end: env steps, wall time | env steps/s | "
+             f"eval ({row.eval_episodes} greedy episodes{''.join(' ' + f for f in row.eval_flags)}) |"
              + "".join(f" eval, {name} |" for name, _ in row.also_eval),
              "|---|---|---|---|---:|---|" + "---|" * len(row.also_eval)]
     lines += [_row_cells(e, row) for e in entries]

@@ -54,6 +54,7 @@ import io
 import os
 import re
 import shlex
+import sys
 from typing import NamedTuple
 
 import pytest
@@ -318,6 +319,7 @@ def _module(script: str):
             spec = importlib.util.spec_from_file_location(f"_docs_{folder}_{stem}".replace("/", "_"),
                                                           os.path.join(REPO_ROOT, script))
             module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module  # dataclasses look their module up there while the class body runs
             spec.loader.exec_module(module)
             _modules[script] = module
     return _modules[script]

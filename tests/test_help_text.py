@@ -10,6 +10,7 @@ import importlib.util
 import io
 import os
 import re
+import sys
 
 import pytest
 
@@ -27,6 +28,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _from_file(path: str):
     spec = importlib.util.spec_from_file_location("_help_" + os.path.basename(path)[:-3], os.path.join(REPO_ROOT, path))
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there while the class body runs
     spec.loader.exec_module(module)
     return module
 
@@ -77,6 +79,8 @@ SCRIPTS = {
 SCRIPTS.update({
     "average_checkpoints.py": lambda argv: _from_file("average_checkpoints.py").parse_args(argv),
     "tools/slim_model.py": lambda argv: _from_file("tools/slim_model.py").parse_args(argv),
+    "tools/atari_table.py": lambda argv: _from_file("tools/atari_table.py").build_parser().parse_args(argv),
+    "tools/scale_sim.py": lambda argv: _from_file("tools/scale_sim.py").build_parser().parse_args(argv),
 })
 
 

@@ -20,9 +20,36 @@ def test_defaults_validate():
 
 @pytest.mark.parametrize("name", sorted(hparams.PRESETS))
 def test_every_preset_validates(name):
-    hp = hparams.parse_args(["--preset", name])
+    game = [] if hparams.PRESETS[name]["env_id"] else ["--env-id", "ALE/Seaquest-v5"]  # a family preset
+    hp = hparams.parse_args(["--preset", name, *game])
     for key, value in hparams.PRESETS[name].items():
-        assert getattr(hp, key) == value
+        if key == "env_id" and game:
+            assert hp.env_id == "ALE/Seaquest-v5"
+        elif key == "logdir":
+            assert hp.logdir == value.replace("{game}", "seaquest")
+        else:
+            assert getattr(hp, key) == value
+
+
+def test_atari_preset_takes_the_game_from_env_id_and_names_the_run_after_it():
+    hp = hparams.parse_args(["--preset", "atari", "--env-id", "ALE/MsPacman-v5"])
+    assert hp.env_id == "ALE/MsPacman-v5" and hp.logdir == "runs/atari-mspacman"
+    assert hp.algorithm == "acer" and hp.total_env_steps == 10_000_000
+    assert hparams.parse_args(["--preset", "atari", "--env-id", "SeaquestNoFrameskip-v4"]).logdir == "runs/atari-seaquest"
+    assert hparams.parse_args(["--preset", "atari", "--env-id", "ALE/Qbert-v5", "--logdir", "x"]).logdir == "x"
+
+
+def test_atari_preset_without_env_id_says_to_add_one():
+    with pytest.raises(ConfigError, match="--preset atari trains the game given by --env-id: add one"):
+        hparams.parse_args(["--preset", "atari"])
+
+
+@pytest.mark.parametrize("env_id, name, slug", [
+    ("ALE/MsPacman-v5", "MsPacman", "mspacman"), ("BreakoutNoFrameskip-v4", "Breakout", "breakout"),
+    ("PongDeterministic-v4", "Pong", "pong"), ("retro:Airstriker-Genesis", "Airstriker-Genesis", "airstriker-genesis"),
+    ("pong", "pong", "pong"), ("CartPole-v1", "CartPole", "cartpole")])
+def test_game_name_and_slug(env_id, name, slug):
+    assert hparams.game_name(env_id) == name and hparams.game_slug(env_id) == slug
 
 
 def test_preset_breakout_sets_env():
