@@ -31,7 +31,7 @@ import a3c
 import hparams as hparams_lib
 from batch_agents import BatchAgents
 from envs import make_vector_env
-from errors import ConfigError
+from errors import ArgumentParser, ConfigError
 from tf_setup import configure_tensorflow
 
 
@@ -60,12 +60,16 @@ def _run_threads(fn, n: int, seconds: float, warmup: float) -> float:
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, hparams_lib.HParams]:
     """(this script's own flags, HParams from every other flag as a3c.py reads them); ConfigError for a bad flag."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Every other flag is a3c.py's (python a3c.py --help), e.g. --preset NAME.")
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                            epilog="Every other flag is a3c.py's (python a3c.py --help), e.g. --preset NAME.")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per phase (default: 20)")
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each phase (default: 5)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args, rest = parser.parse_known_args(argv)
+    if not args.seconds > 0:
+        raise ConfigError(f"--seconds must be > 0, got {args.seconds:g}")
+    if not args.warmup >= 0:
+        raise ConfigError(f"--warmup must be >= 0, got {args.warmup:g}")
     return args, hparams_lib.parse_args(rest)
 
 

@@ -624,8 +624,9 @@ def restore_weights(net, prefix: str):
         else:
             saved.pop(match)
     if missing:
+        more = ", ..." if len(missing) > 4 else ""
         raise RunError(f"checkpoint {prefix} restored only {len(net.variables) - len(missing)} of the network's "
-                       f"{len(net.variables)} variables (not {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}); "
+                       f"{len(net.variables)} variables (not {', '.join(missing[:4])}{more}); "
                        f"those layers were never saved (network.py does not track them for tf.train.Checkpoint) "
                        f"or the checkpoint is from another model - it cannot be evaluated")
 

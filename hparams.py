@@ -378,7 +378,8 @@ def validate(hp: HParams) -> HParams:
     except ValueError:
         lengths = [0]
     need(all(n >= 1 for n in lengths),
-         f"--t-max-per-thread must be positive integers separated by commas, e.g. 16,32,64; got {hp.t_max_per_thread!r}")
+         f"--t-max-per-thread must be positive integers separated by commas, e.g. 16,32,64; "
+         f"got {hp.t_max_per_thread!r}")
     need(len(lengths) <= hp.threads, f"--t-max-per-thread gives {len(lengths)} rollout lengths but there are "
                                      f"{hp.threads} --threads; give at most one per thread")
     need(bool(hp.logdir), "--logdir must not be empty")

@@ -111,7 +111,8 @@ class A3CLearner:
         # One set of statistics shared by all threads (the A3C paper), or one per thread (--per-thread-stats).
         self.optimizers = [
             SharedOptimizer(hp.optimizer, self.net.trainable_variables, decay=hp.rmsprop_decay,
-                            rmsprop_init=hp.rmsprop_init, epsilon=hp.optimizer_epsilon, beta1=hp.adam_beta1, beta2=hp.adam_beta2, device=self.device)
+                            rmsprop_init=hp.rmsprop_init, epsilon=hp.optimizer_epsilon, beta1=hp.adam_beta1,
+                            beta2=hp.adam_beta2, device=self.device)
             for _ in range(hp.threads if hp.per_thread_stats else 1)]
         self.optimizer = self.optimizers[0]
         self.acts = [self._make_act(replica, d) for replica, d in zip(self.replicas, self.devices)]

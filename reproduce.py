@@ -440,7 +440,8 @@ def main(argv=None) -> int:
         try:
             os.makedirs(args.out, exist_ok=True)
         except OSError as e:
-            raise ReproduceError(f"cannot create --out {args.out} ({e.strerror}); choose a writable directory") from None
+            raise ReproduceError(f"cannot create --out {args.out} ({e.strerror}); "
+                                 f"choose a writable directory") from None
         entries = [run_seed(args, row, seed) for seed in range(args.first_seed, args.first_seed + args.seeds)]
         cpu = cpu_model()
         curves = [(f"seed {e['seed']}", plot.read_progress(os.path.join(e["logdir"], "progress.csv")))

@@ -134,3 +134,15 @@ def test_benchmark_prints_consistent_figures(tmp_path):
     assert sum(b["train_time_split"].values()) == pytest.approx(1.0, abs=1e-2)
     assert b["precision"] == "float32" and 0 < b["peak_rss_gib"] < 8
     assert "ceiling of training / bare" in result.stdout
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--seconds", "0"], "--seconds must be > 0, got 0"),
+    (["--warmup", "-1"], "--warmup must be >= 0, got -1"),
+    (["--seconds", "abc"], "argument --seconds: invalid float value: 'abc'"),
+    (["--preset", "pongg"], "invalid choice: 'pongg'"),
+])
+def test_benchmark_bad_input_is_one_line_exit_2(tmp_path, argv, words):
+    from helpers import one_error_line, run
+    code, _, err = run("benchmark.py", argv, tmp_path)
+    assert code == 2 and words in one_error_line(err)
