@@ -11,17 +11,20 @@ Two kinds of reference figure, both for a game's score in points (undiscounted, 
   1 is the human tester.
 
 Owns: those figures and the arithmetic on them.
-Must not: import TensorFlow or the trainer (hparams.py only, for game_name), or read run files
+Must not: import TensorFlow or any module of the project, or read run files
 (tools/atari_table.py reads the shipped models; reproduce.py's rows use the anchors as milestones).
 """
 from __future__ import annotations
 
 import statistics
 
-from hparams import game_name  # noqa: F401  (re-exported: `ALE/MsPacman-v5` -> `MsPacman`)
-
 # The games issue 36 trains with `--preset atari`, in the order they are reported; `ALE/{game}-v5` is the env id.
 GAMES = ("BeamRider", "Breakout", "MsPacman", "Qbert", "Seaquest", "SpaceInvaders", "Boxing")
+
+# The evaluation protocol: 30 full games, greedy with 1% random actions (the loop breaker), and the same games again
+# under sticky actions 0.25, reported under STICKY_EVAL's name (reproduce.py's also_eval; tools/atari_table.py).
+EVAL_FLAGS = ("--epsilon", "0.01")
+STICKY_EVAL = "sticky-0.25"
 
 ANCHOR_COLUMNS = ("A2C", "ACER", "PPO", "CleanRL PPO")
 ANCHORS: dict[str, tuple[float, float, float, float]] = {

@@ -69,11 +69,10 @@ def atari_row(game: str) -> Row:
     break loops, eval seed 1) and again under sticky actions 0.25 (robustness)."""
     a2c, acer = atari_suite.ANCHORS[game][:2]
     milestones = tuple(sorted({a2c, acer}))
-    return Row(("--preset", "atari", "--env-id", f"ALE/{game}-v5"), milestones, eval_flags=ATARI_EVAL,
-               also_eval=(("sticky-0.25", (*ATARI_EVAL, "--repeat-action-probability", "0.25")),))
+    flags = atari_suite.EVAL_FLAGS
+    return Row(("--preset", "atari", "--env-id", f"ALE/{game}-v5"), milestones, eval_flags=flags,
+               also_eval=((atari_suite.STICKY_EVAL, (*flags, "--repeat-action-probability", "0.25")),))
 
-
-ATARI_EVAL = ("--epsilon", "0.01")
 
 ROWS: dict[str, Row] = {
     "pong": Row(("--preset", "pong"), (-15.0, 0.0, 18.0), stop_at=18.0),

@@ -95,6 +95,13 @@ def test_bad_summary_is_one_line_exit_2(tmp_path, content, words):
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
 
 
+def test_unknown_flag_is_one_line_exit_2():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "atari_table.py"), "--frobnicate"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and out.stderr.count("\n") == 1
+    assert "--frobnicate" in out.stderr and "Traceback" not in out.stderr and "usage" not in out.stderr
+
+
 def test_missing_models_directory_is_one_line_exit_2(tmp_path):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "atari_table.py"), "--models",
                           str(tmp_path / "nope")], capture_output=True, text=True)

@@ -17,16 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import atari_suite  # noqa: E402
+from errors import ArgumentParser  # noqa: E402
 from hparams import game_slug  # noqa: E402
 
-STICKY = "sticky-0.25"
+STICKY = atari_suite.STICKY_EVAL
 DEFAULT_MODELS = os.path.join(os.path.dirname(HERE), "models", "atari")
 
 
@@ -92,7 +92,8 @@ def table(models_dir: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="The Atari suite's results table beside the published anchors.")
+    p = ArgumentParser(description="The Atari suite's results table beside the published anchors.",
+                       error_type=TableError)
     p.add_argument("--models", default=None,
                    help="directory with one sub-directory per game (default: models/atari, which holds none until "
                         "the first game ships)")
@@ -100,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         if args.models is not None and not os.path.isdir(args.models):
             raise TableError(f"--models {args.models} is not a directory")
         print(table(args.models or DEFAULT_MODELS))
