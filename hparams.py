@@ -87,6 +87,10 @@ class HParams:
     larger = less traffic, more policy lag)."""
     worker_gpus: float = 0.0
     """Ray only: GPUs per worker actor (a fraction shares one GPU between workers)."""
+    ps_shards: int = 1
+    """Ray only: parameter-server shards. 1: one actor applies every update. S > 1: S shard actors each hold about
+    1/S of the weights and optimizer statistics (the fc matrix cut by rows) and apply their slice of every push,
+    spread over the nodes; the parameter server keeps the counters, logs and checkpoints (docs/cluster.md)."""
     off_policy_correction: str = "none"
     """`none`: the gradient is taken with the weights that acted (the A3C paper's thread-local copy). `vtrace`:
     it is taken with the newest weights (Ray: fetched just before) and importance-weighted against the acting
@@ -356,7 +360,7 @@ def validate(hp: HParams) -> HParams:
         need(getattr(hp, name) in choices, f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, "
                                            f"got {getattr(hp, name)!r}")
     for name in ("threads", "envs_per_thread", "t_max", "frameskip", "total_env_steps", "checkpoints_kept",
-                 "max_episode_frames", "workers", "weight_pull_interval"):
+                 "max_episode_frames", "workers", "weight_pull_interval", "ps_shards"):
         need(getattr(hp, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(hp, name)}")
     for name in ("env_threads", "tf_intra_op_threads", "tf_inter_op_threads", "noop_max"):
         need(getattr(hp, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(hp, name)}")
@@ -393,6 +397,11 @@ def validate(hp: HParams) -> HParams:
         need(hp.executor == "local", "--algorithm acer runs on --executor local (the replay lives with the threads)")
         need(hp.off_policy_correction == "none", "--off-policy-correction is for --algorithm a3c (ACER corrects with "
                                                  "Retrace and truncated importance weights of its own)")
+    need(hp.executor == "ray" or hp.ps_shards == 1,
+         f"--ps-shards {hp.ps_shards} needs --executor ray (the local executor shares its weights in memory)")
+    need(hp.ps_shards == 1 or not hp.normalize_obs,
+         f"--ps-shards {hp.ps_shards} with --normalize-obs: the observation statistics live on one server; use "
+         f"--ps-shards 1 or drop --normalize-obs")
     need(hp.executor == "local" or not hp.histogram_interval_updates,
          "--histogram-interval-updates is for --executor local (the parameter server sees gradients, not rollouts)")
     need(hp.executor == "local" or not hp.per_thread_stats,

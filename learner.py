@@ -305,8 +305,10 @@ class A3CLearner:
         """Every variable of the network, incl. non-trainable statistics (observation normalisation)."""
         return [v.numpy() for v in self.net.variables]
 
-    def set_weights(self, weights: list):
-        for v, w in zip(self.net.variables, weights, strict=True):
+    def set_weights(self, weights: list, trainable_only: bool = False):
+        """Assign every variable (get_weights' order), or only the trainable ones (--ps-shards)."""
+        variables = self.net.trainable_variables if trainable_only else self.net.variables
+        for v, w in zip(variables, weights, strict=True):
             v.assign(w)
         for sync in self.syncs[1:]:
             sync()

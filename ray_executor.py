@@ -18,11 +18,17 @@ a local copy of the network. A worker thread, per rollout:
 Policy lag (updates the server applied between the weights a rollout acted with and its push) is logged as
 charts/policy_lag_updates.
 
+--ps-shards S > 1: S ParameterShard actors (ps_shards.py) each own a slice of the weights and optimizer statistics;
+a worker thread sends each rollout's gradient in slices to them and its counts to the server, which then keeps
+only the counters (with claims, so the budget is exact), logs and checkpoints (one moment of all shards, by
+ps_shards' snapshot protocol). A dead shard stops the run like a dead server.
+
 Faults: a worker that dies is restarted by Ray (max_restarts) and resubmitted; its rollouts in flight are lost
 (never counted). If the parameter server dies the run stops: checkpoints are written whole or not at all, so the
 newest is intact. SIGINT / SIGTERM on the driver stop the workers, and the server saves.
 
-Owns: connecting to Ray, the two actors, the driver loop, worker restarts and the stop on signals.
+Owns: connecting to Ray, the actors (server, shards, workers), the driver loop, worker restarts and the stop on
+signals.
 Must not: contain TensorFlow ops or loss math (learner.py), file formats (checkpoints.py) or env details (envs.py).
 """
 from __future__ import annotations
@@ -39,7 +45,8 @@ import numpy as np
 
 import envs
 from batch_agents import BatchAgents
-from checkpoints import CheckpointStore, LogdirLock, prepare_writable_dir
+import ps_shards
+from checkpoints import CheckpointStore, LogdirLock, RunCounts, prepare_writable_dir
 from errors import ConfigError, RunError, first_line
 from hparams import HParams, learning_rate_at, step_budget
 from run_log import RunLog, Telemetry
@@ -52,6 +59,7 @@ TICK_S = 0.5  # driver: how often it asks the server for the counts (bar, logs, 
 JOIN_TIMEOUT_S = 30.0  # at exit, how long to wait for workers to finish their rollouts
 RESTART_TIMEOUT_S = 180.0  # how long a dead worker may take to come back (it rebuilds its envs and network)
 CONNECT_TIMEOUT_S = 5.0
+SNAPSHOT_TIMEOUT_S = 30.0  # --ps-shards: how long a checkpoint waits for pushes still on the wire to land
 
 
 def import_ray():
@@ -150,16 +158,21 @@ class ParameterServer(_Actor):
         self.weights_ref = self.weights_version = None
         self.last_log = self.last_ckpt = time.time()
         self.last_steps = 0
+        self.plan = None  # --ps-shards > 1: the cut of the weights (ps_shards.ShardPlan) ...
+        self.shards = []  # ... and the shard actors; this server then keeps counters, logs and checkpoints only
+        self.claims: dict[str, int] = {}  # --ps-shards: key -> env steps of the rollout it may push next
 
     def open(self) -> tuple[HParams, list[str]]:
         """Check and resume the run directory (as the local trainer does); (resolved hp, lines for the console)."""
         from tf_setup import configure_tensorflow
         hp, lines = self.hp, []
-        prepare_writable_dir(hp.logdir)
-        self.lock = LogdirLock(hp.logdir)
         configure_tensorflow(hp)
         from learner import check_devices
         check_devices(hp)
+        if hp.ps_shards > 1:
+            self.plan = self._plan(hp)  # before the run directory is touched: a bad S changes nothing
+        prepare_writable_dir(hp.logdir)
+        self.lock = LogdirLock(hp.logdir)
         self.store = CheckpointStore(hp.logdir, hp.checkpoints_kept)
         self.hp, self.learner = open_run(hp, self.specs, self.store, self.run_log, self.counters, lines.append)
         self.run_log.hp = self.hp
@@ -167,6 +180,90 @@ class ParameterServer(_Actor):
         self.counters.session_start = self.last_log = self.last_ckpt = time.time()
         self.last_steps = self.counters.env_steps
         return self.hp, lines
+
+    # -- --ps-shards > 1 -----------------------------------------------------------------------------------
+    def _plan(self, hp: HParams):
+        from learner import make_learner, resolve_network
+        obs_spec, action_spec = self.specs
+        net = make_learner(resolve_network(hp, obs_spec), action_spec, obs=obs_spec).net
+        shapes = [tuple(v.shape) for v in net.trainable_variables]
+        try:
+            return ps_shards.plan_shards(shapes, hp.ps_shards)
+        except ValueError:
+            raise ConfigError(f"--ps-shards {hp.ps_shards}: the network's weights have only "
+                              f"{ps_shards.max_shards(shapes)} rows to cut into shards; use at most that many"
+                              ) from None
+
+    def shard_plan(self):
+        return self.plan
+
+    def attach_shards(self, names: list[str]) -> list[int]:
+        """Load every shard with its slice of the (restored or fresh) weights and statistics; bytes per shard."""
+        import ray
+        self.shards = [ray.get_actor(n) for n in names]
+        weights, slots, iterations = ps_shards.learner_state(self.learner)
+        c = self.counters
+        counts = (c.env_steps, c.episodes, c.updates, c.skipped_updates)
+        ray.get([shard.load.remote(w, sl, iterations, counts)
+                 for shard, (w, sl) in zip(self.shards, ps_shards.cut_state(weights, slots, self.plan))])
+        return self.plan.shard_bytes()
+
+    def claim(self, key: str, steps: int) -> tuple[bool, int]:
+        """May `key` push a rollout of `steps` env steps? Claimed now, so the run stops at the budget exactly
+        as the local executor does. (allowed, env steps counted so far)."""
+        c = self.counters
+        allowed = not self.stopping and c.claimed_steps < step_budget(self.hp)
+        if allowed:
+            c.claimed_steps += steps
+            self.claims[key] = steps
+        return allowed, c.env_steps
+
+    def forget(self, worker: int):
+        """A dead worker's claims go back (its keys start with `worker.`)."""
+        for key in [k for k in self.claims if k.startswith(f"{worker}.")]:
+            self.counters.claimed_steps -= self.claims.pop(key)
+
+    def report(self, key: str, thread: int, t_max: int, metrics: dict, acted_version: int, steps: int,
+               returns: list, lengths: list, timers: tuple, next_steps: int) -> tuple[int, bool, int]:
+        """Count a pushed rollout whose gradient went to the shards (claimed before); (updates, may the key
+        push its next rollout of `next_steps`, env steps)."""
+        c = self.counters
+        c.claimed_steps -= self.claims.pop(key, 0) - steps  # the claim becomes counted steps
+        self._count(thread, t_max, metrics, acted_version, steps, returns, lengths, timers)
+        allowed, env_steps = self.claim(key, next_steps)
+        return c.updates, allowed, env_steps
+
+    def _snapshot(self) -> list:
+        """One consistent moment of every shard (ps_shards' protocol)."""
+        import ray
+        try:
+            frontier = ps_shards.merge_frontiers(ray.get([s.hold.remote() for s in self.shards]))
+            ray.get([s.snapshot_at.remote(frontier) for s in self.shards])
+            snaps = [None] * len(self.shards)
+            deadline = time.monotonic() + SNAPSHOT_TIMEOUT_S
+            while any(x is None for x in snaps):
+                force = time.monotonic() > deadline
+                todo = [i for i, x in enumerate(snaps) if x is None]
+                for i, snap in zip(todo, ray.get([self.shards[i].take_snapshot.remote(force) for i in todo])):
+                    snaps[i] = snap
+                if any(x is None for x in snaps):
+                    time.sleep(0.002)
+        except ray.exceptions.RayActorError as e:
+            raise RunError(f"a parameter shard died ({_cause(e)}); training stopped - the newest checkpoint in "
+                           f"{self.hp.logdir} is intact: run the same command to resume") from None
+        short = sorted({k for snap in snaps for k in snap.short})
+        if short:
+            print(f"warning: checkpoint: the pushes of {', '.join(short)} at the snapshot reached only some shards "
+                  f"(their workers died while pushing); saved as they are", file=sys.stderr, flush=True)
+        return snaps
+
+    def _save_shards(self) -> str | None:
+        snaps = self._snapshot()
+        weights, slots = ps_shards.join_state(snaps, self.plan)
+        ps_shards.load_learner_state(self.learner, weights, slots, snaps[0].iterations)
+        env_steps, episodes, updates, _ = snaps[0].counts
+        counts = RunCounts(env_steps, episodes, updates, self.counters.now().wall_time_s)
+        return self.store.save(counts, self.run_log.episode_window())
 
     def weights(self):
         """(version, ObjectRef of every variable's value): version = updates applied so far."""
@@ -182,12 +279,18 @@ class ParameterServer(_Actor):
         if self.stopping or c.env_steps >= step_budget(hp):
             self.late_pushes += 1
             return c.updates, True
-        lag = c.updates - acted_version
-        applied = bool(metrics["applied"])
-        if applied:
+        if metrics["applied"]:
             self.learner.apply_gradients(grads, learning_rate_at(hp, c.env_steps))
             if obs_for_norm is not None:
                 self.learner.update_obs_norm(*obs_for_norm)
+        self._count(thread, t_max, metrics, acted_version, steps, returns, lengths, timers)
+        return c.updates, self.stopping or c.env_steps >= step_budget(hp)
+
+    def _count(self, thread, t_max, metrics, acted_version, steps, returns, lengths, timers):
+        c = self.counters
+        lag = c.updates - acted_version
+        applied = bool(metrics["applied"])
+        if applied:
             c.updates += 1
         else:
             c.skipped_updates += 1
@@ -200,7 +303,6 @@ class ParameterServer(_Actor):
             self.errors.append(f"worker thread {thread}: loss or gradients were NaN/inf in {streak} updates in a row "
                                f"(last loss {metrics['loss']}); none of them was applied - lower --learning-rate")
             self.stopping = True
-        return c.updates, self.stopping or c.env_steps >= step_budget(hp)
 
     def tick(self, stop: bool = False) -> tuple[int, int, str, bool]:
         """The driver's heartbeat: write a log row / checkpoint when due; (env steps, episodes, mean return, done).
@@ -225,6 +327,8 @@ class ParameterServer(_Actor):
         self.last_log, self.last_steps = now, c.env_steps
 
     def save(self) -> str | None:
+        if self.shards:
+            return self._save_shards()
         return self.store.save(self.counters.now(), self.run_log.episode_window())
 
     def finish(self) -> tuple[list, str | None, str | None, str]:
@@ -246,10 +350,46 @@ class ParameterServer(_Actor):
         return self.errors, failure, path, closing
 
 
+class ParameterShard(_Actor):
+    """--ps-shards > 1: one slice of the weights and optimizer statistics (ps_shards.Shard), created by the driver
+    and spread over the nodes; methods run one at a time."""
+
+    def __init__(self, hp: HParams, plan, index: int):
+        _ignore_sigint()
+        from tf_setup import configure_tensorflow
+        configure_tensorflow(dataclasses.replace(hp, tf_intra_op_threads=hp.tf_intra_op_threads or 1))
+        self.shard = ps_shards.Shard(hp, plan, index)
+        self.weights_ref = self.weights_version = None
+
+    def load(self, weights: list, slots: dict, iterations: int, counts: tuple):
+        self.shard.load(weights, slots, iterations, counts)
+        self.weights_version = None
+
+    def weights(self):
+        """(version, ObjectRef of this shard's weight pieces), as ParameterServer.weights."""
+        import ray
+        if self.weights_version != self.shard.version:
+            self.weights_ref, self.weights_version = ray.put(self.shard.weights()), self.shard.version
+        return self.weights_version, self.weights_ref
+
+    def push(self, key: str, seq: int, grads, learning_rate: float, tally: tuple) -> int:
+        return self.shard.push(key, seq, grads, learning_rate, ps_shards.Tally(*tally))
+
+    def hold(self) -> dict:
+        return self.shard.hold()
+
+    def snapshot_at(self, frontier: dict):
+        self.shard.snapshot_at(frontier)
+
+    def take_snapshot(self, force: bool = False):
+        return self.shard.take_snapshot(force)
+
+
 class RolloutWorker(_Actor):
     """--threads learner threads, each with its own vector env, acting with this worker's copy of the weights."""
 
-    def __init__(self, hp: HParams, index: int, server_name: str, specs: tuple):
+    def __init__(self, hp: HParams, index: int, server_name: str, specs: tuple, shard_names: tuple = (),
+                 plan=None):
         _ignore_sigint()
         from tf_setup import configure_tensorflow
         # Ray gives this process `threads` CPUs: size TF's and the emulators' thread pools to that, not the node.
@@ -262,11 +402,14 @@ class RolloutWorker(_Actor):
         # Looked up by name, not passed: a restarted actor gets its constructor arguments again, and a handle among
         # them would pin an object Ray may have dropped by then.
         self.index, self.server = index, ray.get_actor(server_name)
+        self.shards, self.plan = [ray.get_actor(n) for n in shard_names], plan
+        self.incarnation = f"{os.getpid()}-{time.time_ns()}"  # a restarted worker numbers its pushes afresh
         self.acting = make_learner(hp, action_spec, obs=obs_spec)
         # V-trace takes the gradient with the newest weights, in a second copy: the acting copy keeps the weights
         # it acted with until its next pull, as an actor of a large cluster would.
         self.fresh = make_learner(hp, action_spec, obs=obs_spec) if hp.off_policy_correction == "vtrace" else None
         self.versions = {id(self.acting): -1, id(self.fresh): -1}
+        self.shard_versions = {}  # --ps-shards: learner -> every shard's version at its last pull
         factory = env_factory(hp)
         self.agents = []
         for i in range(hp.threads):
@@ -285,11 +428,25 @@ class RolloutWorker(_Actor):
     def pull(self, learner) -> int:
         """Fetch the newest weights into `learner` (skipped when it has them); their version."""
         import ray
+        if self.shards:
+            return self._pull_shards(learner)
         version, ref = ray.get(self.server.weights.remote())
         if version != self.versions[id(learner)]:
             learner.set_weights(ray.get(ref))
             self.versions[id(learner)] = version
         return version
+
+    def _pull_shards(self, learner) -> int:
+        """Every shard's slice, joined (only when some shard moved); shard 0's version stands for the set."""
+        import ray
+        answers = ray.get([s.weights.remote() for s in self.shards])
+        versions = tuple(v for v, _ in answers)
+        if versions != self.shard_versions.get(id(learner)):
+            pieces = ray.get([ref for _, ref in answers])
+            learner.set_weights(ps_shards.join(pieces, self.plan), trainable_only=True)
+            self.shard_versions[id(learner)] = versions
+            self.versions[id(learner)] = versions[0]
+        return versions[0]
 
     def run(self) -> int:
         """Train until the server says stop; the number of pushes this worker made (RunError if a thread
@@ -303,38 +460,44 @@ class RolloutWorker(_Actor):
             raise RunError(self.errors[0])
         return self.pushes
 
+    def _rollout(self, agent, policy, t_max: int, pull: bool):
+        """Collect one rollout and take its gradient: (rollout, episodes, grads, metrics, acted version, timers)."""
+        if pull:
+            self.pull(self.acting)
+        acted_version = self.versions[id(self.acting)]
+        t0 = time.perf_counter()
+        agent.timers.update(env=0.0, inference=0.0)
+        rollout, episodes = agent.collect(policy, t_max)
+        if self.hp.overlap_env_step:
+            agent.send_pending()
+        t1 = time.perf_counter()
+        learner = self.acting
+        if self.fresh is not None:
+            self.pull(self.fresh)
+            learner = self.fresh
+        grads, metrics = learner.gradients_on(rollout)
+        t2 = time.perf_counter()
+        timers = (agent.timers["env"], agent.timers["inference"], t2 - t1, t2 - t0)
+        return rollout, episodes, grads, {k: v.item() for k, v in metrics.items()}, acted_version, timers
+
     def _thread(self, i: int):
         import ray
         hp, agent, g = self.hp, self.agents[i], self.global_thread(i)
         t_max = hp.t_max_of(g)
         policy = self.acting.policy(thread=0)
-        in_flight, updates, stop = None, 0, False
+        in_flight, updates = None, 0
         try:
-            while not stop:
-                if updates % hp.weight_pull_interval == 0:
-                    self.pull(self.acting)
-                acted_version = self.versions[id(self.acting)]
-                t0 = time.perf_counter()
-                agent.timers.update(env=0.0, inference=0.0)
-                rollout, episodes = agent.collect(policy, t_max)
-                if hp.overlap_env_step:
-                    agent.send_pending()
-                t1 = time.perf_counter()
-                learner = self.acting
-                if self.fresh is not None:
-                    self.pull(self.fresh)
-                    learner = self.fresh
-                grads, metrics = learner.gradients_on(rollout)
-                t2 = time.perf_counter()
-                if in_flight is not None:
-                    stop = ray.get(in_flight)[1]
-                    if stop:
-                        break
+            if self.shards:
+                return self._sharded_loop(agent, policy, g, i, t_max)
+            while True:
+                rollout, episodes, grads, metrics, acted_version, timers = self._rollout(
+                    agent, policy, t_max, updates % hp.weight_pull_interval == 0)
+                if in_flight is not None and ray.get(in_flight)[1]:
+                    in_flight = None
+                    break
                 norm = (rollout.obs, rollout.valid) if hp.normalize_obs else None
-                timers = (agent.timers["env"], agent.timers["inference"], t2 - t1, t2 - t0)
-                in_flight = self.server.push.remote(
-                    g, t_max, grads, {k: v.item() for k, v in metrics.items()}, acted_version,
-                    rollout.rewards.size, episodes.returns, episodes.lengths, timers, norm)
+                in_flight = self.server.push.remote(g, t_max, grads, metrics, acted_version, rollout.rewards.size,
+                                                    episodes.returns, episodes.lengths, timers, norm)
                 with self.count_lock:
                     self.pushes += 1
                 updates += 1
@@ -342,6 +505,32 @@ class RolloutWorker(_Actor):
                 ray.get(in_flight)
         except Exception as e:  # noqa: BLE001 - the driver reports it and stops the run
             self.errors.append(f"thread {i}: {type(e).__name__}: {_cause(e)}")
+
+    def _sharded_loop(self, agent, policy, g: int, i: int, t_max: int):
+        """--ps-shards > 1: each rollout's gradient goes in slices to the shards, its counts to the server (which
+        granted the push beforehand: the claim). Push n+1 leaves only once push n is acknowledged everywhere."""
+        import ray
+        hp, key = self.hp, f"{self.index}.{i}:{self.incarnation}"
+        steps = t_max * hp.envs_per_thread
+        allowed, env_steps = ray.get(self.server.claim.remote(key, steps))
+        in_flight, seq = None, 0
+        while allowed:
+            rollout, episodes, grads, metrics, acted_version, timers = self._rollout(
+                agent, policy, t_max, seq % hp.weight_pull_interval == 0)
+            if in_flight is not None:
+                _, allowed, env_steps = ray.get(in_flight)[0]
+                in_flight = None
+                if not allowed:
+                    break
+            pieces = ps_shards.cut(grads, self.plan) if metrics["applied"] else [None] * len(self.shards)
+            tally = (rollout.rewards.size, len(episodes.returns))
+            lr = learning_rate_at(hp, env_steps)
+            in_flight = [self.server.report.remote(key, g, t_max, metrics, acted_version, rollout.rewards.size,
+                                                   episodes.returns, episodes.lengths, timers, steps)]
+            in_flight += [shard.push.remote(key, seq, p, lr, tally) for shard, p in zip(self.shards, pieces)]
+            with self.count_lock:
+                self.pushes += 1
+            seq += 1
 
 
 def read_specs(hp: HParams) -> tuple:
@@ -353,6 +542,19 @@ def read_specs(hp: HParams) -> tuple:
         env.close()
 
 
+def start_shards(ray, server, server_name: str, hp: HParams) -> tuple[list, tuple, object, list]:
+    """Create hp.ps_shards shard actors spread over the nodes and have the opened `server` load them; (handles,
+    names, plan, bytes per shard). The caller must keep the handles: Ray ends an actor once no handle to it is
+    left, named or not."""
+    plan = ray.get(server.shard_plan.remote())
+    names = tuple(f"{server_name}-shard{s}" for s in range(plan.num_shards))
+    shard_class = ray.remote(ParameterShard)
+    shards = [shard_class.options(num_cpus=0, max_restarts=0, scheduling_strategy="SPREAD", name=n)
+              .remote(hp, plan, s) for s, n in enumerate(names)]
+    sizes = ray.get(server.attach_shards.remote(names))
+    return shards, names, plan, sizes
+
+
 class Driver:
     """The process the user started: connects, creates the actors, restarts dead workers, shows progress, turns
     signals into a stop, and prints the end report."""
@@ -360,6 +562,7 @@ class Driver:
     def __init__(self, hp: HParams, out=sys.stdout):
         self.hp, self.out = hp, out
         self.signal_received = None
+        self.shards = []
 
     def log(self, msg: str):
         print(msg, file=self.out, flush=True)
@@ -388,9 +591,10 @@ class Driver:
             self.log(line)
         pid, node = ray.get(server.where.remote())
         self.log(f"parameter server: pid {pid} on {node}")
+        shard_names, plan = self._start_shards(ray, server, server_name) if hp.ps_shards > 1 else ((), None)
         worker_class = ray.remote(RolloutWorker).options(num_cpus=hp.threads, num_gpus=hp.worker_gpus,
                                                          max_restarts=MAX_WORKER_RESTARTS)
-        workers = [worker_class.remote(hp, i, server_name, specs) for i in range(hp.workers)]
+        workers = [worker_class.remote(hp, i, server_name, specs, shard_names, plan) for i in range(hp.workers)]
         for i, (pid, node) in enumerate(ray.get([w.where.remote() for w in workers])):
             self.log(f"rollout worker {i}: pid {pid} on {node}, {hp.threads} threads x {hp.envs_per_thread} envs")
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -399,6 +603,17 @@ class Driver:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+
+    def _start_shards(self, ray, server, server_name: str) -> tuple[tuple, object]:
+        """--ps-shards S: the shard actors, logged; (their names, the plan)."""
+        try:
+            self.shards, names, plan, sizes = start_shards(ray, server, server_name, self.hp)
+        except ray.exceptions.RayError as e:
+            raise RunError(f"the parameter shards did not start: {_cause(e)}") from None
+        for s, ((pid, node), size) in enumerate(zip(ray.get([x.where.remote() for x in self.shards]), sizes)):
+            self.log(f"parameter shard {s}: pid {pid} on {node}, {size / 2**20:.2f} MiB of weights "
+                     f"({len(plan.pieces[s])} pieces)")
+        return names, plan
 
     def _loop(self, ray, server, workers) -> int:
         from tqdm import tqdm
@@ -436,6 +651,7 @@ class Driver:
                             continue
                         self.log(f"rollout worker {i} died ({_cause(e)}); Ray restarts it "
                                  f"(restart {restarts[i]} of {MAX_WORKER_RESTARTS})")
+                        server.forget.remote(i)  # its claims (--ps-shards) go back
                         recovering[i] = (time.monotonic(), time.monotonic())
                     except ray.exceptions.RayTaskError as e:
                         errors.append(f"rollout worker {i} failed: {_cause(e)}")
@@ -489,6 +705,9 @@ class Driver:
         return pushes
 
     def _server_died(self, e) -> int:
+        if isinstance(getattr(e, "cause", None), RunError):  # alive, but it could not go on (a shard died)
+            print(f"error: {e.cause}", file=sys.stderr, flush=True)
+            return 1
         print(f"error: the parameter server died ({_cause(e)}); training stopped - the newest checkpoint in "
               f"{self.hp.logdir} is intact: run the same command to resume", file=sys.stderr, flush=True)
         return 1

@@ -4,12 +4,15 @@ thread-only trainer on the same machine.
 
     python tools/ray_scaling.py                       # all of it (~8 min on 2 cores)
     python tools/ray_scaling.py --skip-throughput     # transfers and server ceiling only (~1 min)
+    python tools/ray_scaling.py --skip-throughput --ps-shards 1,2,4   # the ceiling with 1, 2 and 4 shards
 
 Transfers and the ceiling use the Pong network (a3c, 6 actions) and a real gradient of a 5 x 16 rollout of random
 frames; the server runs as in training (one actor, methods one at a time), on a private Ray on this machine.
 Throughput runs `a3c.py --preset pong` for --seconds after the first env steps, 2 learner threads and 32 envs in
 all three layouts (local 2 threads x 16 envs; ray 1 worker x 2 threads x 16; ray 2 workers x 1 thread x 16), and
-reports the median of the progress.csv rates after a --warmup.
+reports the median of the progress.csv rates after a --warmup. With --ps-shards S,..., the ceiling is measured
+for each S (S > 1: the server counts, S shard actors apply their slices; pushes pipelined from this process with
+every slice already in the object store), and a fourth layout runs 2 workers x 1 thread through the largest S.
 Owns: measuring. Must not: change how training runs (it drives the real ray_executor and a3c.py).
 """
 from __future__ import annotations
@@ -28,6 +31,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+
+from errors import ArgumentParser, ConfigError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,6 +104,43 @@ def transfers(pushes: int):
             ray.shutdown()
 
 
+def shard_ceiling(num_shards: int, pushes: int) -> float:
+    """Updates/s the parameter server and `num_shards` shards apply when the pushes arrive pipelined (as the
+    stored-gradient ceiling of `transfers`, each push being a report to the server and a slice to every shard)."""
+    import ray
+
+    import hparams
+    import ps_shards
+    from learner import make_learner
+    from ray_executor import ParameterServer, start_shards
+    from specs import ATARI_OBS, discrete
+    with tempfile.TemporaryDirectory() as logdir:
+        hp = hparams.validate(dataclasses.replace(hparams.HParams(), network="a3c", executor="ray", logdir=logdir,
+                                                  progress_bar=False, total_env_steps=10**9,
+                                                  ps_shards=num_shards))
+        specs = (ATARI_OBS, discrete(6))
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        try:
+            name = f"bench-server-{os.getpid()}"
+            server = ray.remote(ParameterServer).options(name=name).remote(hp, specs)
+            ray.get(server.open.remote())
+            shards, _, plan, _ = start_shards(ray, server, name, hp)
+            grads = [np.full(v.shape, 1e-3, np.float32)
+                     for v in make_learner(hp, specs[1], obs=specs[0]).net.trainable_variables]
+            stored = [ray.put(p) for p in ps_shards.cut(grads, plan)]
+            metrics = dict(applied=True, loss=0.0)
+
+            def push(seq):
+                return [server.report.remote("bench", 0, 5, metrics, 0, 80, [], [], (0.0, 0.0, 0.0, 1.0), 80),
+                        *[x.push.remote("bench", seq, ref, 1e-4, (80, 0)) for x, ref in zip(shards, stored)]]
+            ray.get([ref for seq in range(20) for ref in push(seq)])  # warm up: traces the apply functions
+            t0 = time.perf_counter()
+            ray.get([ref for seq in range(20, 20 + pushes) for ref in push(seq)])
+            return pushes / (time.perf_counter() - t0)
+        finally:
+            ray.shutdown()
+
+
 def throughput(name: str, extra: list, seconds: float, warmup: float) -> float:
     """Median env steps/s of `a3c.py --preset pong EXTRA` over `seconds` after its first steps (rows after warmup)."""
     with tempfile.TemporaryDirectory() as logdir:
@@ -135,35 +177,58 @@ LAYOUTS = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pushes", type=int, default=100, help="pushes / pulls timed for each figure")
     parser.add_argument("--seconds", type=float, default=60.0, help="training time per throughput layout")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of rows ignored at the start")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of the three layouts, interleaved")
     parser.add_argument("--skip-throughput", action="store_true")
-    return parser.parse_args(argv)
+    parser.add_argument("--ps-shards", default="", help="comma-separated shard counts whose ceiling to measure, "
+                                                        "e.g. 1,2,4 (S > 1 also adds a training layout)")
+    args = parser.parse_args(argv)
+    try:
+        args.ps_shards = [int(x) for x in args.ps_shards.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--ps-shards takes shard counts separated by commas, e.g. 1,2,4; got {args.ps_shards!r}")
+    if any(n < 1 for n in args.ps_shards):
+        parser.error(f"--ps-shards counts must be >= 1, got {args.ps_shards}")
+    return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(argv=None) -> int:
+    try:
+        args = parse_args(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs")
     t = transfers(args.pushes)
     print(f"gradient push: {t['grad_bytes'] / 1e6:.2f} MB, {t['push_ms']:.2f} ms round trip incl. apply (median)")
     print(f"weight pull:   {t['weight_bytes'] / 1e6:.2f} MB, {t['pull_ms']:.2f} ms incl. the server's put (median)")
     print(f"gradient of a 5 x 16 rollout on a worker: {t['gradient_ms']:.1f} ms")
     print(f"parameter server ceiling: {t['server_updates_per_s']:.0f} updates/s (pipelined pushes, one server)")
+    for n in args.ps_shards:
+        if n > 1:
+            print(f"ceiling with --ps-shards {n}: {shard_ceiling(n, args.pushes):.0f} updates/s "
+                  f"(pipelined pushes: a report to the server and a slice to each shard)", flush=True)
     if args.skip_throughput:
-        return
-    results = {name: [] for name in LAYOUTS}
+        return 0
+    layouts = dict(LAYOUTS)
+    if max(args.ps_shards, default=1) > 1:
+        most = max(args.ps_shards)
+        layouts[f"ray, 2 workers x 1 thread x 16 envs, {most} shards"] = [
+            *LAYOUTS["ray, 2 workers x 1 thread x 16 envs"], "--ps-shards", str(most)]
+    results = {name: [] for name in layouts}
     for _ in range(args.repeats):
-        for name, extra in LAYOUTS.items():
+        for name, extra in layouts.items():
             results[name].append(throughput(name, extra, args.seconds, args.warmup))
             print(f"{name}: {results[name][-1]:.0f} env steps/s", flush=True)
     base = statistics.median(results["local, 2 threads x 16 envs"])
     for name, rates in results.items():
         print(f"median {name}: {statistics.median(rates):.0f} env steps/s ({statistics.median(rates) / base:.2f} of "
               f"local)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
