@@ -87,6 +87,9 @@ class HParams:
     larger = less traffic, more policy lag)."""
     worker_gpus: float = 0.0
     """Ray only: GPUs per worker actor (a fraction shares one GPU between workers)."""
+    wire_dtype: str = "float32"
+    """Ray only: the dtype gradients and weights travel in. `bfloat16` / `float16` halve the bytes of every push and
+    pull; the server casts back and applies in float32 (its weights and statistics stay float32)."""
     ps_shards: int = 1
     """Ray only: parameter-server shards. 1: one actor applies every update. S > 1: S shard actors each hold about
     1/S of the weights and optimizer statistics (the fc matrix cut by rows) and apply their slice of every push,
@@ -319,6 +322,7 @@ CHOICES = {
     "lr_schedule": ("constant", "linear"),
     "precision": ("float32", "bfloat16", "auto"),
     "executor": ("local", "ray"),
+    "wire_dtype": ("float32", "bfloat16", "float16"),
     "off_policy_correction": ("none", "vtrace"),
     "algorithm": ("a3c", "acer"),
 }
@@ -399,6 +403,9 @@ def validate(hp: HParams) -> HParams:
                                                  "Retrace and truncated importance weights of its own)")
     need(hp.executor == "ray" or hp.ps_shards == 1,
          f"--ps-shards {hp.ps_shards} needs --executor ray (the local executor shares its weights in memory)")
+    need(hp.executor == "ray" or hp.wire_dtype == "float32",
+         f"--wire-dtype {hp.wire_dtype} needs --executor ray (the local executor's threads share the weights in "
+         f"memory)")
     need(hp.ps_shards == 1 or not hp.normalize_obs,
          f"--ps-shards {hp.ps_shards} with --normalize-obs: the observation statistics live on one server; use "
          f"--ps-shards 1 or drop --normalize-obs")

@@ -141,6 +141,8 @@ class A3CLearner:
                 return dead_unit_fractions(self.net.relu_layers(frames))
         self._dead_units = dead_units
         self._split = None  # gradients / apply / update_obs_norm, built on first use
+        self.wire_dtype = tf.as_dtype(hp.wire_dtype)  # gradients_on's output and apply_gradients' input
+        self._assigns = {}  # (trainable only, dtypes) -> set_weights' traced assign
 
     def _make_act(self, net, device):
         @tf.function(input_signature=[tf.TensorSpec([None, *net.obs_spec.shape], net.obs_spec.dtype),
@@ -230,12 +232,13 @@ class A3CLearner:
                 loss, parts, grads = self._loss_and_gradients(net, *rollout)
                 clipped, grad_norm = tf.clip_by_global_norm(grads, hp.max_grad_norm)
                 finite = tf.math.is_finite(grad_norm) & tf.math.is_finite(loss)
-                return clipped, self._metrics(loss, parts, grad_norm, finite)
+                return [tf.cast(g, self.wire_dtype) for g in clipped], self._metrics(loss, parts, grad_norm, finite)
 
-        @tf.function(input_signature=[[tf.TensorSpec(v.shape, v.dtype) for v in net.trainable_variables],
+        @tf.function(input_signature=[[tf.TensorSpec(v.shape, self.wire_dtype) for v in net.trainable_variables],
                                       tf.TensorSpec([], tf.float32)])
         def apply(grads, learning_rate):
             with tf.device(self.device):
+                grads = [tf.cast(g, v.dtype) for g, v in zip(grads, net.trainable_variables)]
                 return self.optimizer.apply(grads, net.trainable_variables, learning_rate)
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, *net.obs_spec.shape], net.obs_spec.dtype),
@@ -305,13 +308,36 @@ class A3CLearner:
         """Every variable of the network, incl. non-trainable statistics (observation normalisation)."""
         return [v.numpy() for v in self.net.variables]
 
+    def wire_weights(self) -> list:
+        """get_weights() as --wire-dtype sends them: the trainable weights cast (bfloat16 / float16 halve a pull's
+        bytes), the observation statistics kept in float32 (a count does not fit 8 bits of mantissa)."""
+        if self.wire_dtype == tf.float32:
+            return self.get_weights()
+        return [tf.cast(v, self.wire_dtype).numpy() if v.trainable else v.numpy() for v in self.net.variables]
+
     def set_weights(self, weights: list, trainable_only: bool = False):
-        """Assign every variable (get_weights' order), or only the trainable ones (--ps-shards)."""
+        """Assign every variable (get_weights' order), or only the trainable ones (--ps-shards), in one traced
+        call (cast to each variable's dtype, so wire_weights() arrays go in as they are)."""
         variables = self.net.trainable_variables if trainable_only else self.net.variables
-        for v, w in zip(variables, weights, strict=True):
-            v.assign(w)
+        if len(weights) != len(variables):
+            raise ValueError(f"{len(weights)} arrays for {len(variables)} variables")
+        weights = [np.asarray(w) for w in weights]
+        key = (trainable_only, tuple(w.dtype.name for w in weights))
+        assign = self._assigns.get(key)
+        if assign is None:
+            assign = self._assigns[key] = self._make_assign(variables, [w.dtype for w in weights])
+        assign(weights)
         for sync in self.syncs[1:]:
             sync()
+
+    @staticmethod
+    def _make_assign(variables, dtypes):
+        @tf.function(input_signature=[[tf.TensorSpec(v.shape, tf.as_dtype(d)) for v, d in zip(variables, dtypes)]])
+        def assign(values):
+            for v, x in zip(variables, values):
+                v.assign(tf.cast(x, v.dtype))
+            return tf.constant(True)
+        return assign
 
     def histograms(self, rollout) -> dict:
         """name -> values of every weight and of its (unclipped) gradient on `rollout`, for TensorBoard."""

@@ -161,6 +161,7 @@ class Shard:
         def apply(grads, learning_rate):
             return self.optimizer.apply(grads, self.variables, learning_rate)
         self._apply = apply
+        self.wire_dtype = tf.as_dtype(hp.wire_dtype)
         self.version = 0  # updates of the run applied here (load() sets it from the checkpoint)
         self.counts = [0, 0, 0, 0]  # env steps, episodes, updates, skipped: every push this shard applied
         self.received: dict[str, int] = {}  # key -> newest push number received (applied or held)
@@ -185,6 +186,11 @@ class Shard:
 
     def weights(self) -> list[np.ndarray]:
         return [v.numpy() for v in self.variables]
+
+    def wire_weights(self) -> list[np.ndarray]:
+        """The pieces as a pull carries them (--wire-dtype)."""
+        import tensorflow as tf
+        return [tf.cast(v, self.wire_dtype).numpy() for v in self.variables]
 
     def _state(self, short=()) -> Snapshot:
         slots = {kind: [v.numpy() for v in getattr(self.optimizer, kind)] for kind in SLOT_KINDS}

@@ -269,7 +269,7 @@ class ParameterServer(_Actor):
         """(version, ObjectRef of every variable's value): version = updates applied so far."""
         import ray
         if self.weights_version != self.counters.updates:
-            self.weights_ref, self.weights_version = ray.put(self.learner.get_weights()), self.counters.updates
+            self.weights_ref, self.weights_version = ray.put(self.learner.wire_weights()), self.counters.updates
         return self.weights_version, self.weights_ref
 
     def push(self, thread: int, t_max: int, grads: list, metrics: dict, acted_version: int, steps: int,
@@ -369,7 +369,7 @@ class ParameterShard(_Actor):
         """(version, ObjectRef of this shard's weight pieces), as ParameterServer.weights."""
         import ray
         if self.weights_version != self.shard.version:
-            self.weights_ref, self.weights_version = ray.put(self.shard.weights()), self.shard.version
+            self.weights_ref, self.weights_version = ray.put(self.shard.wire_weights()), self.shard.version
         return self.weights_version, self.weights_ref
 
     def push(self, key: str, seq: int, grads, learning_rate: float, tally: tuple) -> int:

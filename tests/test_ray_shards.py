@@ -91,7 +91,7 @@ def _closing(out: str) -> tuple:
     return (m.group(1),) + tuple(int(g) for g in m.groups()[1:])
 
 
-def test_a_sharded_run_meets_the_budget_exactly_and_resumes_with_any_shards_or_executor(tmp_path):
+def test_a_sharded_run_meets_the_budget_exactly_and_resumes_with_any_shards_executor_or_wire(tmp_path):
     logdir = tmp_path / "run"
     code, out, err = run("a3c.py", CARTPOLE + RAY + ["--ps-shards", 2, "--logdir", logdir, "--total-env-steps", 2000],
                          tmp_path, cli_env(fake=False), "s2", timeout=300)
@@ -107,7 +107,8 @@ def test_a_sharded_run_meets_the_budget_exactly_and_resumes_with_any_shards_or_e
     assert code == 0, err
     assert "resuming from step 2000" in out
 
-    code, out, err = run("a3c.py", CARTPOLE + RAY + ["--ps-shards", 3, "--logdir", logdir, "--total-env-steps", 4000],
+    code, out, err = run("a3c.py", CARTPOLE + RAY + ["--ps-shards", 3, "--wire-dtype", "bfloat16", "--logdir", logdir,
+                                                     "--total-env-steps", 4000],
                          tmp_path, cli_env(fake=False), "s3", timeout=300)
     assert code == 0, err
     assert "resuming from step 3000" in out and _closing(out)[1] == 4000

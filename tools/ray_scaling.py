@@ -44,7 +44,7 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
-def transfers(pushes: int):
+def transfers(pushes: int, wire_dtype: str = "float32"):
     import ray
 
     import hparams
@@ -54,7 +54,7 @@ def transfers(pushes: int):
     from specs import ATARI_OBS, discrete
     with tempfile.TemporaryDirectory() as logdir:
         hp = hparams.validate(dataclasses.replace(hparams.HParams(), network="a3c", executor="ray", logdir=logdir,
-                                                  progress_bar=False, total_env_steps=10**9))
+                                                  progress_bar=False, total_env_steps=10**9, wire_dtype=wire_dtype))
         specs = (ATARI_OBS, discrete(6))
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         try:
@@ -97,14 +97,14 @@ def transfers(pushes: int):
                 version, ref = ray.get(server.weights.remote())
                 worker.set_weights(ray.get(ref))
                 pulls.append(time.perf_counter() - t0)
-            return dict(grad_bytes=sum(g.nbytes for g in grads), weight_bytes=sum(w.nbytes for w in worker.get_weights()),
+            return dict(grad_bytes=sum(g.nbytes for g in grads), weight_bytes=sum(w.nbytes for w in worker.wire_weights()),
                         gradient_ms=gradient_s * 1e3, push_ms=statistics.median(round_trips) * 1e3,
                         pull_ms=statistics.median(pulls) * 1e3, server_updates_per_s=ceiling)
         finally:
             ray.shutdown()
 
 
-def shard_ceiling(num_shards: int, pushes: int) -> float:
+def shard_ceiling(num_shards: int, pushes: int, wire_dtype: str = "float32") -> float:
     """Updates/s the parameter server and `num_shards` shards apply when the pushes arrive pipelined (as the
     stored-gradient ceiling of `transfers`, each push being a report to the server and a slice to every shard)."""
     import ray
@@ -117,7 +117,7 @@ def shard_ceiling(num_shards: int, pushes: int) -> float:
     with tempfile.TemporaryDirectory() as logdir:
         hp = hparams.validate(dataclasses.replace(hparams.HParams(), network="a3c", executor="ray", logdir=logdir,
                                                   progress_bar=False, total_env_steps=10**9,
-                                                  ps_shards=num_shards))
+                                                  ps_shards=num_shards, wire_dtype=wire_dtype))
         specs = (ATARI_OBS, discrete(6))
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         try:
@@ -125,7 +125,8 @@ def shard_ceiling(num_shards: int, pushes: int) -> float:
             server = ray.remote(ParameterServer).options(name=name).remote(hp, specs)
             ray.get(server.open.remote())
             shards, _, plan, _ = start_shards(ray, server, name, hp)
-            grads = [np.full(v.shape, 1e-3, np.float32)
+            import tensorflow as tf
+            grads = [tf.cast(tf.fill(v.shape, 1e-3), hp.wire_dtype).numpy()
                      for v in make_learner(hp, specs[1], obs=specs[0]).net.trainable_variables]
             stored = [ray.put(p) for p in ps_shards.cut(grads, plan)]
             metrics = dict(applied=True, loss=0.0)
@@ -183,6 +184,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of rows ignored at the start")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of the three layouts, interleaved")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--wire-dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                        help="the dtype pushes and pulls carry (a3c.py's --wire-dtype)")
     parser.add_argument("--ps-shards", default="", help="comma-separated shard counts whose ceiling to measure, "
                                                         "e.g. 1,2,4 (S > 1 also adds a training layout)")
     args = parser.parse_args(argv)
@@ -202,22 +205,24 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs")
-    t = transfers(args.pushes)
+    print(f"wire dtype: {args.wire_dtype}")
+    t = transfers(args.pushes, args.wire_dtype)
     print(f"gradient push: {t['grad_bytes'] / 1e6:.2f} MB, {t['push_ms']:.2f} ms round trip incl. apply (median)")
     print(f"weight pull:   {t['weight_bytes'] / 1e6:.2f} MB, {t['pull_ms']:.2f} ms incl. the server's put (median)")
     print(f"gradient of a 5 x 16 rollout on a worker: {t['gradient_ms']:.1f} ms")
     print(f"parameter server ceiling: {t['server_updates_per_s']:.0f} updates/s (pipelined pushes, one server)")
     for n in args.ps_shards:
         if n > 1:
-            print(f"ceiling with --ps-shards {n}: {shard_ceiling(n, args.pushes):.0f} updates/s "
+            print(f"ceiling with --ps-shards {n}: {shard_ceiling(n, args.pushes, args.wire_dtype):.0f} updates/s "
                   f"(pipelined pushes: a report to the server and a slice to each shard)", flush=True)
     if args.skip_throughput:
         return 0
-    layouts = dict(LAYOUTS)
+    layouts = {name: [*extra, "--wire-dtype", args.wire_dtype] if "ray" in name else extra
+               for name, extra in LAYOUTS.items()}
     if max(args.ps_shards, default=1) > 1:
         most = max(args.ps_shards)
         layouts[f"ray, 2 workers x 1 thread x 16 envs, {most} shards"] = [
-            *LAYOUTS["ray, 2 workers x 1 thread x 16 envs"], "--ps-shards", str(most)]
+            *layouts["ray, 2 workers x 1 thread x 16 envs"], "--ps-shards", str(most)]
     results = {name: [] for name in layouts}
     for _ in range(args.repeats):
         for name, extra in layouts.items():
