@@ -90,6 +90,10 @@ class HParams:
     wire_dtype: str = "float32"
     """Ray only: the dtype gradients and weights travel in. `bfloat16` / `float16` halve the bytes of every push and
     pull; the server casts back and applies in float32 (its weights and statistics stay float32)."""
+    sync: bool = False
+    """Ray only: Distributed BA3C's synchronous mode. Every round, each worker thread acts with the same weights,
+    the shards apply the mean of all threads' gradients once, and the next round starts: a large batch, no policy
+    lag. A worker that dies is dropped from the round (Ray restarts it). Pair with --optimizer adam (BA3C's best)."""
     ps_shards: int = 1
     """Ray only: parameter-server shards. 1: one actor applies every update. S > 1: S shard actors each hold about
     1/S of the weights and optimizer statistics (the fc matrix cut by rows) and apply their slice of every push,
@@ -406,6 +410,14 @@ def validate(hp: HParams) -> HParams:
     need(hp.executor == "ray" or hp.wire_dtype == "float32",
          f"--wire-dtype {hp.wire_dtype} needs --executor ray (the local executor's threads share the weights in "
          f"memory)")
+    need(hp.executor == "ray" or not hp.sync, "--sync needs --executor ray (the local executor's threads are "
+                                              "asynchronous by design: A3C)")
+    need(not hp.sync or hp.weight_pull_interval == 1,
+         f"--sync pulls the new weights every round; drop --weight-pull-interval {hp.weight_pull_interval}")
+    need(not hp.sync or hp.off_policy_correction == "none",
+         "--off-policy-correction vtrace corrects policy lag, and --sync has none; drop one of them")
+    need(not hp.sync or not hp.normalize_obs,
+         "--sync with --normalize-obs: the observation statistics live on one server; drop --normalize-obs")
     need(hp.ps_shards == 1 or not hp.normalize_obs,
          f"--ps-shards {hp.ps_shards} with --normalize-obs: the observation statistics live on one server; use "
          f"--ps-shards 1 or drop --normalize-obs")

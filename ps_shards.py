@@ -261,6 +261,41 @@ class Shard:
         return snap
 
 
+class SyncRounds:
+    """--sync: a shard's gradients of the current round, summed as they come, applied once as their mean when the
+    server closes the round. Contributions to a round already closed (a straggler, a restarted worker) are dropped."""
+
+    def __init__(self, shard: Shard):
+        self.shard = shard
+        self.round = 0  # the round whose contributions are being gathered
+        self.contributions: dict[str, list] = {}  # key -> gradient pieces (float32)
+
+    def contribute(self, key: str, round_: int, grads: list | None) -> bool:
+        """Keep `key`'s gradient pieces for `round_` (None: not finite); False if that round is closed."""
+        if round_ < self.round:
+            return False
+        if grads is not None:
+            self.contributions[key] = [np.asarray(g, np.float32) for g in grads]
+        return True
+
+    def close(self, round_: int, keys: list, learning_rate: float) -> int:
+        """Apply the mean of `keys`' gradients of `round_` (the server lists the keys that reported a finite one)
+        and open the next round; this shard's version."""
+        if round_ != self.round:
+            raise ValueError(f"closing round {round_} but round {self.round} is open")
+        grads = [self.contributions[k] for k in keys if k in self.contributions]
+        if grads:
+            mean = [g.copy() for g in grads[0]]
+            for other in grads[1:]:
+                for total, g in zip(mean, other):
+                    total += g
+            mean = [total / np.float32(len(grads)) for total in mean]
+            self.shard._apply(mean, np.float32(learning_rate))
+            self.shard.version += 1
+        self.round, self.contributions = round_ + 1, {}
+        return self.shard.version
+
+
 def merge_frontiers(received: list[dict]) -> dict[str, int]:
     """The frontier: per key, the newest push any shard has received."""
     out: dict[str, int] = {}

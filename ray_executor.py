@@ -40,6 +40,7 @@ import socket
 import sys
 import threading
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -161,6 +162,11 @@ class ParameterServer(_Actor):
         self.plan = None  # --ps-shards > 1: the cut of the weights (ps_shards.ShardPlan) ...
         self.shards = []  # ... and the shard actors; this server then keeps counters, logs and checkpoints only
         self.claims: dict[str, int] = {}  # --ps-shards: key -> env steps of the rollout it may push next
+        self.barrier = None  # --sync: the RoundBarrier the workers wait on
+        self.round = 0  # --sync: the open round
+        self.live: set[str] = set()  # --sync: keys a round waits for
+        self.round_reports: dict[str, bool] = {}  # --sync: key -> its gradient of the open round was finite
+        self.counts_at_close = None  # --sync: (env steps, episodes, updates) when the last round closed
 
     def open(self) -> tuple[HParams, list[str]]:
         """Check and resume the run directory (as the local trainer does); (resolved hp, lines for the console)."""
@@ -169,7 +175,7 @@ class ParameterServer(_Actor):
         configure_tensorflow(hp)
         from learner import check_devices
         check_devices(hp)
-        if hp.ps_shards > 1:
+        if hp.ps_shards > 1 or hp.sync:
             self.plan = self._plan(hp)  # before the run directory is touched: a bad S changes nothing
         prepare_writable_dir(hp.logdir)
         self.lock = LogdirLock(hp.logdir)
@@ -197,10 +203,13 @@ class ParameterServer(_Actor):
     def shard_plan(self):
         return self.plan
 
-    def attach_shards(self, names: list[str]) -> list[int]:
-        """Load every shard with its slice of the (restored or fresh) weights and statistics; bytes per shard."""
+    def attach_shards(self, names: list[str], barrier_name: str = "") -> list[int]:
+        """Load every shard with its slice of the (restored or fresh) weights and statistics; bytes per shard.
+        --sync: `barrier_name` is the RoundBarrier to release at each round's end."""
         import ray
         self.shards = [ray.get_actor(n) for n in names]
+        self.barrier = ray.get_actor(barrier_name) if barrier_name else None
+        self.counts_at_close = (self.counters.env_steps, self.counters.episodes, self.counters.updates)
         weights, slots, iterations = ps_shards.learner_state(self.learner)
         c = self.counters
         counts = (c.env_steps, c.episodes, c.updates, c.skipped_updates)
@@ -222,6 +231,9 @@ class ParameterServer(_Actor):
         """A dead worker's claims go back (its keys start with `worker.`)."""
         for key in [k for k in self.claims if k.startswith(f"{worker}.")]:
             self.counters.claimed_steps -= self.claims.pop(key)
+        if self.barrier is not None:
+            self.live = {k for k in self.live if not k.startswith(f"{worker}.")}
+            self._maybe_close_round()
 
     def report(self, key: str, thread: int, t_max: int, metrics: dict, acted_version: int, steps: int,
                returns: list, lengths: list, timers: tuple, next_steps: int) -> tuple[int, bool, int]:
@@ -232,6 +244,66 @@ class ParameterServer(_Actor):
         self._count(thread, t_max, metrics, acted_version, steps, returns, lengths, timers)
         allowed, env_steps = self.claim(key, next_steps)
         return c.updates, allowed, env_steps
+
+    # -- --sync ----------------------------------------------------------------------------------------------
+    def join_rounds(self, key: str, steps: int) -> tuple[bool, int, int]:
+        """A worker thread (re)joins: claim its first rollout; (allowed, env steps, the open round)."""
+        allowed, env_steps = self.claim(key, steps)
+        if allowed:
+            self.live.add(key)
+        return allowed, env_steps, self.round
+
+    def report_round(self, key: str, round_: int, thread: int, t_max: int, metrics: dict, steps: int,
+                     returns: list, lengths: list, timers: tuple, next_steps: int) -> tuple[bool, int]:
+        """Count `key`'s rollout of `round_` (its gradient pieces already at every shard); close the round when
+        every live key has reported. (may it take part in the next round, env steps)."""
+        c = self.counters
+        c.claimed_steps -= self.claims.pop(key, 0) - steps
+        on_time = round_ == self.round
+        if on_time:
+            self.round_reports[key] = bool(metrics["applied"])
+        else:
+            self.late_pushes += 1  # the round closed without it (its worker was thought dead): dropped
+        self._count(thread, t_max, metrics, c.updates, steps, returns, lengths, timers, count_update=False)
+        allowed, env_steps = self.claim(key, next_steps)
+        if not allowed:
+            self.live.discard(key)
+        self._maybe_close_round()
+        return allowed, env_steps
+
+    def _maybe_close_round(self):
+        """Close the open round once every live key has reported: each shard applies the mean gradient, then the
+        barrier lets the workers pull."""
+        import ray
+        if not self.round_reports or not self.live <= set(self.round_reports):
+            return
+        finite = sorted(k for k, ok in self.round_reports.items() if ok)
+        lr = learning_rate_at(self.hp, self.counters.env_steps)
+        try:
+            ray.get([s.close_round.remote(self.round, finite, lr) for s in self.shards])
+        except ray.exceptions.RayActorError as e:
+            self.errors.append(f"a parameter shard died ({_cause(e)})")
+            self.stopping = True
+            return
+        c = self.counters
+        c.updates += bool(finite)
+        self.counts_at_close = (c.env_steps, c.episodes, c.updates)
+        self.barrier.release.remote(self.round)
+        self.round, self.round_reports = self.round + 1, {}
+
+    def _save_rounds(self) -> str | None:
+        """--sync: between rounds every shard holds the same closed rounds; the counters are those of the last
+        close."""
+        import ray
+        try:
+            snaps = ray.get([s.state.remote() for s in self.shards])
+        except ray.exceptions.RayActorError as e:
+            raise RunError(f"a parameter shard died ({_cause(e)}); training stopped - the newest checkpoint in "
+                           f"{self.hp.logdir} is intact: run the same command to resume") from None
+        weights, slots = ps_shards.join_state(snaps, self.plan)
+        ps_shards.load_learner_state(self.learner, weights, slots, snaps[0].iterations)
+        counts = RunCounts(*self.counts_at_close, self.counters.now().wall_time_s)
+        return self.store.save(counts, self.run_log.episode_window())
 
     def _snapshot(self) -> list:
         """One consistent moment of every shard (ps_shards' protocol)."""
@@ -286,14 +358,14 @@ class ParameterServer(_Actor):
         self._count(thread, t_max, metrics, acted_version, steps, returns, lengths, timers)
         return c.updates, self.stopping or c.env_steps >= step_budget(hp)
 
-    def _count(self, thread, t_max, metrics, acted_version, steps, returns, lengths, timers):
+    def _count(self, thread, t_max, metrics, acted_version, steps, returns, lengths, timers, count_update=True):
         c = self.counters
         lag = c.updates - acted_version
         applied = bool(metrics["applied"])
-        if applied:
-            c.updates += 1
-        else:
+        if not applied:
             c.skipped_updates += 1
+        elif count_update:  # --sync counts rounds, not contributions
+            c.updates += 1
         c.env_steps += steps
         c.episodes += len(returns)
         self.run_log.add_episodes(returns, lengths)
@@ -327,6 +399,8 @@ class ParameterServer(_Actor):
         self.last_log, self.last_steps = now, c.env_steps
 
     def save(self) -> str | None:
+        if self.barrier is not None:
+            return self._save_rounds()
         if self.shards:
             return self._save_shards()
         return self.store.save(self.counters.now(), self.run_log.episode_window())
@@ -343,8 +417,12 @@ class ParameterServer(_Actor):
         self.run_log.close()
         self.lock.release()
         c = self.counters
-        closing = (f"{summary(c, self.run_log)}; pushes applied {c.updates}, skipped (not finite) "
-                   f"{c.skipped_updates}, after the budget {self.late_pushes}")
+        if self.barrier is not None:
+            closing = (f"{summary(c, self.run_log)}; rounds applied {c.updates}, contributions skipped (not finite) "
+                       f"{c.skipped_updates}, dropped (late) {self.late_pushes}")
+        else:
+            closing = (f"{summary(c, self.run_log)}; pushes applied {c.updates}, skipped (not finite) "
+                       f"{c.skipped_updates}, after the budget {self.late_pushes}")
         if self.stop_line:
             closing = f"{self.stop_line}; {closing}"
         return self.errors, failure, path, closing
@@ -359,6 +437,7 @@ class ParameterShard(_Actor):
         from tf_setup import configure_tensorflow
         configure_tensorflow(dataclasses.replace(hp, tf_intra_op_threads=hp.tf_intra_op_threads or 1))
         self.shard = ps_shards.Shard(hp, plan, index)
+        self.rounds = ps_shards.SyncRounds(self.shard) if hp.sync else None
         self.weights_ref = self.weights_version = None
 
     def load(self, weights: list, slots: dict, iterations: int, counts: tuple):
@@ -384,6 +463,45 @@ class ParameterShard(_Actor):
     def take_snapshot(self, force: bool = False):
         return self.shard.take_snapshot(force)
 
+    # --sync
+    def contribute(self, key: str, round_: int, grads) -> bool:
+        return self.rounds.contribute(key, round_, grads)
+
+    def close_round(self, round_: int, keys: list, learning_rate: float) -> int:
+        version = self.rounds.close(round_, keys, learning_rate)
+        return version
+
+    def state(self):
+        return self.shard._state()
+
+
+class RoundBarrier:
+    """--sync: worker threads wait here for the round they contributed to to close (an asyncio actor: thousands of
+    waiters cost no thread and no polling). The server releases each round once the shards applied it."""
+
+    def __init__(self):
+        self.closed = -1  # the newest round closed
+        self.changed = None  # asyncio.Condition, made in the actor's event loop
+
+    def _condition(self):
+        import asyncio
+        if self.changed is None:
+            self.changed = asyncio.Condition()
+        return self.changed
+
+    async def wait(self, round_: int) -> int:
+        """Return once round `round_` is closed; the newest closed round."""
+        changed = self._condition()
+        async with changed:
+            await changed.wait_for(lambda: self.closed >= round_)
+        return self.closed
+
+    async def release(self, round_: int):
+        changed = self._condition()
+        async with changed:
+            self.closed = max(self.closed, round_)
+            changed.notify_all()
+
 
 class RolloutWorker(_Actor):
     """--threads learner threads, each with its own vector env, acting with this worker's copy of the weights."""
@@ -403,6 +521,7 @@ class RolloutWorker(_Actor):
         # them would pin an object Ray may have dropped by then.
         self.index, self.server = index, ray.get_actor(server_name)
         self.shards, self.plan = [ray.get_actor(n) for n in shard_names], plan
+        self.barrier = ray.get_actor(f"{server_name}-barrier") if hp.sync else None
         self.incarnation = f"{os.getpid()}-{time.time_ns()}"  # a restarted worker numbers its pushes afresh
         self.acting = make_learner(hp, action_spec, obs=obs_spec)
         # V-trace takes the gradient with the newest weights, in a second copy: the acting copy keeps the weights
@@ -487,6 +606,8 @@ class RolloutWorker(_Actor):
         policy = self.acting.policy(thread=0)
         in_flight, updates = None, 0
         try:
+            if self.barrier is not None:
+                return self._sync_loop(agent, policy, g, i, t_max)
             if self.shards:
                 return self._sharded_loop(agent, policy, g, i, t_max)
             while True:
@@ -533,6 +654,28 @@ class RolloutWorker(_Actor):
             seq += 1
 
 
+    def _sync_loop(self, agent, policy, g: int, i: int, t_max: int):
+        """--sync: act with the round's weights, give the gradient's slices to the shards, report, wait for the
+        round to close, pull the new weights."""
+        import ray
+        hp, key = self.hp, f"{self.index}.{i}:{self.incarnation}"
+        steps = t_max * hp.envs_per_thread
+        allowed, env_steps, round_ = ray.get(self.server.join_rounds.remote(key, steps))
+        while allowed:
+            self.pull(self.acting)
+            rollout, episodes, grads, metrics, _, timers = self._rollout(agent, policy, t_max, pull=False)
+            pieces = ps_shards.cut(grads, self.plan) if metrics["applied"] else [None] * len(self.shards)
+            # The report goes once every shard holds the slices: a round the server closes has all of them.
+            ray.get([shard.contribute.remote(key, round_, p) for shard, p in zip(self.shards, pieces)])
+            allowed, env_steps = ray.get(self.server.report_round.remote(
+                key, round_, g, t_max, metrics, rollout.rewards.size, episodes.returns, episodes.lengths, timers,
+                steps))
+            with self.count_lock:
+                self.pushes += 1
+            if allowed:
+                round_ = ray.get(self.barrier.wait.remote(round_)) + 1
+
+
 def read_specs(hp: HParams) -> tuple:
     """(ObsSpec, ActionSpec) of hp's env, from one throwaway env built here on the driver."""
     env = env_factory(hp)(0, 1)
@@ -542,17 +685,29 @@ def read_specs(hp: HParams) -> tuple:
         env.close()
 
 
-def start_shards(ray, server, server_name: str, hp: HParams) -> tuple[list, tuple, object, list]:
-    """Create hp.ps_shards shard actors spread over the nodes and have the opened `server` load them; (handles,
-    names, plan, bytes per shard). The caller must keep the handles: Ray ends an actor once no handle to it is
-    left, named or not."""
+class ShardSet(NamedTuple):
+    handles: list  # the ParameterShard actors
+    names: tuple
+    plan: object  # ps_shards.ShardPlan
+    sizes: list  # bytes of weights per shard
+    barrier: object  # --sync: the RoundBarrier actor, else None
+
+
+def start_shards(ray, server, server_name: str, hp: HParams) -> ShardSet:
+    """Create hp.ps_shards shard actors spread over the nodes (and, with --sync, the round barrier) and have the
+    opened `server` load them. The caller must keep the ShardSet: Ray ends an actor once no handle to it is left,
+    named or not."""
     plan = ray.get(server.shard_plan.remote())
     names = tuple(f"{server_name}-shard{s}" for s in range(plan.num_shards))
     shard_class = ray.remote(ParameterShard)
     shards = [shard_class.options(num_cpus=0, max_restarts=0, scheduling_strategy="SPREAD", name=n)
               .remote(hp, plan, s) for s, n in enumerate(names)]
-    sizes = ray.get(server.attach_shards.remote(names))
-    return shards, names, plan, sizes
+    barrier, barrier_name = None, ""
+    if hp.sync:
+        barrier_name = f"{server_name}-barrier"
+        barrier = ray.remote(RoundBarrier).options(num_cpus=0, max_restarts=0, name=barrier_name).remote()
+    sizes = ray.get(server.attach_shards.remote(names, barrier_name))
+    return ShardSet(shards, names, plan, sizes, barrier)
 
 
 class Driver:
@@ -562,7 +717,7 @@ class Driver:
     def __init__(self, hp: HParams, out=sys.stdout):
         self.hp, self.out = hp, out
         self.signal_received = None
-        self.shards = []
+        self.shards = None  # --ps-shards / --sync: the ShardSet, held for the whole run
 
     def log(self, msg: str):
         print(msg, file=self.out, flush=True)
@@ -591,7 +746,8 @@ class Driver:
             self.log(line)
         pid, node = ray.get(server.where.remote())
         self.log(f"parameter server: pid {pid} on {node}")
-        shard_names, plan = self._start_shards(ray, server, server_name) if hp.ps_shards > 1 else ((), None)
+        sharded = hp.ps_shards > 1 or hp.sync
+        shard_names, plan = self._start_shards(ray, server, server_name) if sharded else ((), None)
         worker_class = ray.remote(RolloutWorker).options(num_cpus=hp.threads, num_gpus=hp.worker_gpus,
                                                          max_restarts=MAX_WORKER_RESTARTS)
         workers = [worker_class.remote(hp, i, server_name, specs, shard_names, plan) for i in range(hp.workers)]
@@ -607,13 +763,19 @@ class Driver:
     def _start_shards(self, ray, server, server_name: str) -> tuple[tuple, object]:
         """--ps-shards S: the shard actors, logged; (their names, the plan)."""
         try:
-            self.shards, names, plan, sizes = start_shards(ray, server, server_name, self.hp)
+            self.shards = start_shards(ray, server, server_name, self.hp)
         except ray.exceptions.RayError as e:
             raise RunError(f"the parameter shards did not start: {_cause(e)}") from None
-        for s, ((pid, node), size) in enumerate(zip(ray.get([x.where.remote() for x in self.shards]), sizes)):
+        plan = self.shards.plan
+        for s, ((pid, node), size) in enumerate(zip(ray.get([x.where.remote() for x in self.shards.handles]),
+                                                     self.shards.sizes)):
             self.log(f"parameter shard {s}: pid {pid} on {node}, {size / 2**20:.2f} MiB of weights "
                      f"({len(plan.pieces[s])} pieces)")
-        return names, plan
+        if self.hp.sync:
+            self.log(f"--sync: each round averages the gradients of all {self.hp.workers * self.hp.threads} worker "
+                     f"threads ({self.hp.workers * self.hp.threads * self.hp.t_max * self.hp.envs_per_thread} env "
+                     f"steps) and applies them once")
+        return self.shards.names, plan
 
     def _loop(self, ray, server, workers) -> int:
         from tqdm import tqdm

@@ -142,7 +142,45 @@ def test_a_push_that_never_arrives_is_named_when_the_snapshot_is_forced():
     assert s0.take_snapshot().counts == (140, 11, 8, 1)
 
 
+def test_a_sync_round_applies_the_mean_of_the_finite_gradients_of_its_keys_once():
+    import tensorflow as tf
+
+    from optimizers import SharedOptimizer
+    hp = _hp("adam")
+    shapes = [(3, 2), (2,)]
+    rng = np.random.default_rng(2)
+    start = [rng.normal(size=s).astype(np.float32) for s in shapes]
+    plan = ps_shards.plan_shards(shapes, 2)
+    shards = [ps_shards.Shard(hp, plan, s) for s in range(2)]
+    empty = {"second": [np.zeros(s, np.float32) for s in shapes], "first": [np.zeros(s, np.float32) for s in shapes],
+             "max_second": []}
+    for shard, (w, slots) in zip(shards, ps_shards.cut_state(start, empty, plan)):
+        shard.load(w, slots, 0, (0, 0, 0, 0))
+    rounds = [ps_shards.SyncRounds(x) for x in shards]
+    grads = {k: [rng.normal(size=s).astype(np.float32) for s in shapes] for k in ("a", "b", "c")}
+    for r, shard in zip(rounds, range(2)):
+        for key in ("a", "b", "c"):
+            assert r.contribute(key, 0, ps_shards.cut(grads[key], plan)[shard])
+        r.contribute("d", 0, None)  # not finite: nothing kept
+    # "c" died after giving its slices: the server closes the round with the keys that reported finite ones.
+    assert [r.close(0, ["a", "b", "d"], 0.01) for r in rounds] == [1, 1]
+    whole = [tf.Variable(w) for w in start]
+    opt = SharedOptimizer("adam", whole, epsilon=hp.optimizer_epsilon)
+    opt.apply([tf.constant((ga + gb) / 2) for ga, gb in zip(grads["a"], grads["b"])], whole, 0.01)
+    weights, _ = ps_shards.join_state([x._state() for x in shards], plan)
+    for a, b in zip(weights, whole):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-6, atol=1e-7)
+    assert not rounds[0].contribute("a", 0, ps_shards.cut(grads["a"], plan)[0])  # round 0 is closed: dropped
+    with pytest.raises(ValueError, match="closing round 0 but round 1 is open"):
+        rounds[0].close(0, [], 0.01)
+    assert rounds[0].close(1, [], 0.01) == 1  # a round with no finite gradient applies nothing
+
+
 @pytest.mark.parametrize("flags, needle", [
+    (dict(sync=True), "--sync needs --executor ray"),
+    (dict(sync=True, executor="ray", weight_pull_interval=2), "--sync pulls the new weights every round"),
+    (dict(sync=True, executor="ray", off_policy_correction="vtrace"), "--sync has none"),
+    (dict(sync=True, executor="ray", normalize_obs=True), "--sync with --normalize-obs"),
     (dict(ps_shards=0), "--ps-shards must be >= 1, got 0"),
     (dict(ps_shards=2), "--ps-shards 2 needs --executor ray"),
     (dict(ps_shards=2, executor="ray", normalize_obs=True), "--ps-shards 2 with --normalize-obs"),

@@ -47,7 +47,8 @@ def test_three_shards_apply_exactly_the_pushed_gradients_and_checkpoint_one_mome
     name = "shard-test-server"
     server = ray.remote(ParameterServer).options(name=name).remote(hp, specs)
     ray.get(server.open.remote())
-    shards, _, plan, sizes = start_shards(ray, server, name, hp)
+    shard_set = start_shards(ray, server, name, hp)
+    shards, plan, sizes = shard_set.handles, shard_set.plan, shard_set.sizes
     widest_row = max(int(np.prod(shape[1:])) * 4 for shape in plan.shapes)
     assert len(shards) == 3 and max(sizes) - min(sizes) <= 2 * widest_row  # balanced to within a row or two
 
@@ -143,3 +144,50 @@ def test_more_shards_than_rows_is_one_line_and_touches_nothing(tmp_path):
     assert re.search(r"--ps-shards 100000: the network's weights have only \d+ rows to cut into shards; use at "
                      r"most that many", one_error_line(err))
     assert not logdir.exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --sync: BA3C's synchronous mode
+# ----------------------------------------------------------------------------------------------------------
+SYNC_CLOSING = re.compile(r"saved (\S+): (\d+) env steps, (\d+) episodes, (\d+) updates.*; rounds applied (\d+), "
+                          r"contributions skipped \(not finite\) (\d+), dropped \(late\) (\d+)")
+
+
+def test_sync_rounds_average_every_thread_with_no_lag_and_resume_locally(tmp_path):
+    logdir = tmp_path / "run"
+    code, out, err = run("a3c.py", CARTPOLE + RAY + ["--sync", "--optimizer", "adam", "--logdir", logdir,
+                                                     "--total-env-steps", 2000, "--log-interval-s", 0.5],
+                         tmp_path, cli_env(fake=False), "sync", timeout=300)
+    assert code == 0, err
+    assert "--sync: each round averages the gradients of all 2 worker threads (40 env steps)" in out
+    m = SYNC_CLOSING.search(out)
+    assert m, out
+    steps, updates, rounds, skipped, dropped = (int(m.group(i)) for i in (2, 4, 5, 6, 7))
+    assert steps == 2000 and updates == rounds == 50 and skipped == dropped == 0
+    lags = [float(r["policy_lag"]) for r in progress_rows(logdir) if r["policy_lag"] not in ("", "nan")]
+    assert lags and max(lags) == 0.0  # every gradient is taken with the weights its round acted with
+    code, out, err = run("a3c.py", CARTPOLE + ["--logdir", logdir, "--total-env-steps", 2500], tmp_path,
+                         cli_env(fake=False), "local", timeout=120)
+    assert code == 0 and "resuming from step 2000" in out, err
+
+
+def test_a_killed_worker_leaves_the_round_without_hanging_it_and_rejoins(tmp_path):
+    logdir = tmp_path / "run"
+    proc = Proc("a3c.py", CARTPOLE + RAY + ["--sync", "--logdir", logdir, "--total-env-steps", 10**8,
+                                            "--log-interval-s", 0.5], tmp_path, cli_env(fake=False), "sync")
+    try:
+        wait_until(lambda: progress_rows(logdir) and int(progress_rows(logdir)[-1]["env_steps"]) > 0, 240,
+                   "the first steps", proc)
+        m = re.search(r"rollout worker 0: pid (\d+)", proc.out)
+        os.kill(int(m.group(1)), signal.SIGKILL)
+        wait_until(lambda: "rollout worker 0 died" in proc.out, 60, "the death", proc)
+        at_death = int(progress_rows(logdir)[-1]["env_steps"])
+        wait_until(lambda: int(progress_rows(logdir)[-1]["env_steps"]) > at_death + 2000, 180,
+                   "rounds after the death", proc)
+        proc.p.send_signal(signal.SIGINT)
+        assert proc.wait(90) == 0, proc.err
+    finally:
+        if proc.p.poll() is None:
+            proc.p.kill()
+    m = SYNC_CLOSING.search(proc.out)
+    assert m and int(m.group(2)) > at_death + 2000 and os.path.exists(m.group(1) + ".index"), proc.out

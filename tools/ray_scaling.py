@@ -124,7 +124,8 @@ def shard_ceiling(num_shards: int, pushes: int, wire_dtype: str = "float32") -> 
             name = f"bench-server-{os.getpid()}"
             server = ray.remote(ParameterServer).options(name=name).remote(hp, specs)
             ray.get(server.open.remote())
-            shards, _, plan, _ = start_shards(ray, server, name, hp)
+            shard_set = start_shards(ray, server, name, hp)
+            shards, plan = shard_set.handles, shard_set.plan
             import tensorflow as tf
             grads = [tf.cast(tf.fill(v.shape, 1e-3), hp.wire_dtype).numpy()
                      for v in make_learner(hp, specs[1], obs=specs[0]).net.trainable_variables]
