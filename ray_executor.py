@@ -137,9 +137,10 @@ def env_factory(hp: HParams) -> envs.EnvFactory:
 
 class _Actor:
     def where(self) -> tuple[int, str]:
-        """(pid, node address) of the actor's process: for the console, and to kill it in tests."""
+        """(pid, "node address, node id prefix") of the actor's process: for the console, and for tests to kill it
+        or check where Ray placed it (several Ray nodes may share one address)."""
         import ray
-        return os.getpid(), ray.util.get_node_ip_address()
+        return os.getpid(), f"{ray.util.get_node_ip_address()} (node {ray.get_runtime_context().get_node_id()[:8]})"
 
 
 class ParameterServer(_Actor):

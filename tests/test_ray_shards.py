@@ -166,8 +166,8 @@ def test_sync_rounds_average_every_thread_with_no_lag_and_resume_locally(tmp_pat
     assert steps == 2000 and updates == rounds == 50 and skipped == dropped == 0
     lags = [float(r["policy_lag"]) for r in progress_rows(logdir) if r["policy_lag"] not in ("", "nan")]
     assert lags and max(lags) == 0.0  # every gradient is taken with the weights its round acted with
-    code, out, err = run("a3c.py", CARTPOLE + ["--logdir", logdir, "--total-env-steps", 2500], tmp_path,
-                         cli_env(fake=False), "local", timeout=120)
+    code, out, err = run("a3c.py", CARTPOLE + ["--optimizer", "adam", "--logdir", logdir, "--total-env-steps", 2500],
+                         tmp_path, cli_env(fake=False), "local", timeout=120)
     assert code == 0 and "resuming from step 2000" in out, err
 
 
