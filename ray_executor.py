@@ -469,8 +469,7 @@ class ParameterShard(_Actor):
         return self.rounds.contribute(key, round_, grads)
 
     def close_round(self, round_: int, keys: list, learning_rate: float) -> int:
-        version = self.rounds.close(round_, keys, learning_rate)
-        return version
+        return self.rounds.close(round_, keys, learning_rate)
 
     def state(self):
         return self.shard._state()
@@ -481,6 +480,7 @@ class RoundBarrier:
     waiters cost no thread and no polling). The server releases each round once the shards applied it."""
 
     def __init__(self):
+        _ignore_sigint()
         self.closed = -1  # the newest round closed
         self.changed = None  # asyncio.Condition, made in the actor's event loop
 

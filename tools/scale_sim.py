@@ -650,6 +650,55 @@ class _Probe(_Engine):
         return self.completed / self.last
 
 
+class _ShardProbe(_Engine):
+    """tools/ray_scaling.py --ps-shards S's ceiling: one caller issues pushes back to back, each a report to the
+    server and a stored slice to each of S shards (a call each); server and shards are FIFO processes, all on
+    `cores` shared cores."""
+
+    def __init__(self, costs: Costs, cores: int, shards: int):
+        super().__init__(cores)
+        self.c, self.shards = costs, shards
+        self.queues = {k: [] for k in ["server", *range(shards)]}
+        self.busy: set = set()
+        self.parts: dict[int, int] = {}
+        self.completed, self.last = 0, 0.0
+
+    def _serve(self, key, work: float, then, *args):
+        self.queues[key].append((work, then, args))
+        if key not in self.busy:
+            self._next(key)
+
+    def _next(self, key):
+        if not self.queues[key]:
+            self.busy.discard(key)
+            return
+        self.busy.add(key)
+        work, then, args = self.queues[key].pop(0)
+        self.cpu(("serve", key), work, self._served, key, then, args)
+
+    def _served(self, key, then, args):
+        then(*args)
+        self._next(key)
+
+    def pipelined(self, n: int) -> float:
+        """Updates/s: a push counts once every shard applied its slice."""
+        def issue(i):
+            self._serve("server", self.c.call_s, lambda: None)
+            for s in range(self.shards):
+                self._serve(s, self.c.shard_push(self.shards), applied, i)
+            if i + 1 < n:
+                self.cpu("caller", (self.shards + 1) * self.c.call_s, issue, i + 1)
+
+        def applied(i):
+            self.parts[i] = self.parts.get(i, 0) + 1
+            if self.parts[i] == self.shards:
+                self.completed += 1
+                self.last = self.now
+        self.cpu("caller", (self.shards + 1) * self.c.call_s, issue, 0)
+        self.run()
+        return self.completed / self.last
+
+
 class Row(NamedTuple):
     key: str
     what: str
