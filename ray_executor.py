@@ -694,14 +694,25 @@ class ShardSet(NamedTuple):
     barrier: object  # --sync: the RoundBarrier actor, else None
 
 
+def shard_nodes(ray) -> list[str]:
+    """The nodes shards go to, round robin: every alive node, the driver's (which holds the server) last. Ray's
+    SPREAD strategy does not spread actors that reserve no CPU (seen: both shards on the head), so the driver picks."""
+    here = ray.get_runtime_context().get_node_id()
+    alive = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    return [n for n in alive if n != here] + [here]
+
+
 def start_shards(ray, server, server_name: str, hp: HParams) -> ShardSet:
     """Create hp.ps_shards shard actors spread over the nodes (and, with --sync, the round barrier) and have the
     opened `server` load them. The caller must keep the ShardSet: Ray ends an actor once no handle to it is left,
     named or not."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     plan = ray.get(server.shard_plan.remote())
     names = tuple(f"{server_name}-shard{s}" for s in range(plan.num_shards))
     shard_class = ray.remote(ParameterShard)
-    shards = [shard_class.options(num_cpus=0, max_restarts=0, scheduling_strategy="SPREAD", name=n)
+    nodes = shard_nodes(ray)
+    shards = [shard_class.options(num_cpus=0, max_restarts=0, name=n,
+                                  scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[s % len(nodes)], soft=True))
               .remote(hp, plan, s) for s, n in enumerate(names)]
     barrier, barrier_name = None, ""
     if hp.sync:

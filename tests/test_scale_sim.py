@@ -146,15 +146,29 @@ def validation_rows():
     return sim.validation(sim.calibrate())
 
 
+SHARDED_KEYS = ["ceiling_s2", "ceiling_s4"]
+
+
 def test_validation_reports_every_measured_point_with_its_true_error(validation_rows):
-    assert [r.key for r in validation_rows] == list(sim.MEASURED)
+    assert [r.key for r in validation_rows] == SHARDED_KEYS + list(sim.MEASURED)
     for r in validation_rows:
-        assert r.measured == sim.MEASURED[r.key].value
+        points = sim.MEASURED_SHARDED if r.key in SHARDED_KEYS else sim.MEASURED
+        assert r.measured == points[r.key].value
         assert r.error == abs(r.modelled - r.measured) / r.measured
         assert r.within == (r.error <= 0.15)
-        if r.role != "prediction":  # fitted to it: the simulation must give it back
+        if r.role in ("calibration", "input"):  # fitted to it: the simulation must give it back
             assert r.error < 0.01, r
+        if r.role == "fit of --call-ms":  # one parameter for two points: close, not exact
+            assert r.within, r
     assert {r.key for r in validation_rows if r.role == "prediction"} == {"driver_serialised", "ray_1x2", "ray_2x1"}
+
+
+def test_the_sharded_ceilings_pin_the_per_call_cost():
+    """Ray's microbenchmark figure (0.35 ms a call) misses both sharded ceilings by far; the fitted 1.1 ms does not."""
+    by_key = {r.key: r for r in sim.validation(sim.calibrate(0.35)) if r.key in SHARDED_KEYS}
+    assert by_key["ceiling_s2"].modelled > 1.3 * by_key["ceiling_s2"].measured
+    assert by_key["ceiling_s4"].modelled > 2.0 * by_key["ceiling_s4"].measured
+    assert sim.CALL_MS == 1.1
 
 
 def test_validation_predictions_come_from_the_model_not_from_the_measurement(validation_rows):
@@ -180,7 +194,7 @@ def test_main_writes_json_and_png_for_a_small_projection(tmp_path, capsys):
     assert "## Validation" in text and "## Projection" in text and "async S=64" in text
     data = json.loads(out_json.read_text())
     assert len(data["projection"]) == 2 * 2 * 5  # networks x worker cores x layouts
-    assert {r["key"] for r in data["validation"]} == set(sim.MEASURED)
+    assert {r["key"] for r in data["validation"]} == set(sim.MEASURED) | set(SHARDED_KEYS)
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

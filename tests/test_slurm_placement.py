@@ -1,6 +1,7 @@
 """scripts/slurm/a3c.sbatch on a multi-node allocation, with Slurm and Ray faked (only a one-node Slurm runs on
 this machine): the Ray head on the first node, a Ray node on each other, and the driver given the workers and one
-parameter-server shard per node (Ray's SPREAD placement then puts one on each), unless the user chose --ps-shards.
+parameter-server shard per node (ray_executor places them round robin, one on each), unless the user chose
+--ps-shards.
 """
 import os
 import shlex

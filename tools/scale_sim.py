@@ -37,8 +37,9 @@ Assumptions (each one a choice the measurements do not pin down):
     Ray's daemons (raylet, object store) cost nothing; the driver of a training run (a tick every 0.5 s) is free.
   - a pull's server part (get_weights + put of 2.71 MB) costs what a push's caller part (serialise + send 2.71 MB)
     costs, 4.29 ms; the caller's part is the rest of the 10.8 ms round trip.
-  - a Ray actor call has a fixed cost of --call-ms (0.35 ms default: Ray's release microbenchmark gives 2,836
-    actor calls/s with arguments, release/perf_metrics/microbenchmark.json) on the caller and on the actor; the rest
+  - a Ray actor call has a fixed cost of --call-ms on the caller and on the actor (1.1 ms default: fitted to the
+    --ps-shards 2 and 4 ceilings measured on a 2-core EPYC, MEASURED_SHARDED; Ray's release microbenchmark gives
+    2,836 actor calls/s with arguments, 0.35 ms, on a large machine); the rest
     of each measured cost is proportional to bytes. A push to S shards is S calls from the worker, so sharding cuts
     a shard's bytes, not its calls. The projections for S > 1 depend on this split: try --call-ms 0.1 and 1.
   - the local trainer's in-process apply costs a push's per-byte server part; acting cost per env step is what is
@@ -110,6 +111,21 @@ MEASURED = {
 }
 
 
+# `python tools/ray_scaling.py --skip-throughput --ps-shards 1,2,4` three times on a 2-core AMD EPYC (family 25
+# model 17), the machine to itself (docs/cluster.md, "Sharded parameter servers: measured"). The S = 1 figures
+# calibrate a second copy of the model; S = 2 and 4 fit the per-call cost (one parameter, two points).
+MEASURED_SHARDED = {
+    "push_ms": Point("gradient push 2.71 MB (EPYC)", "ms", (10.00, 10.86, 14.22)),
+    "pull_ms": Point("weight pull 2.71 MB (EPYC)", "ms", (9.20, 9.37, 13.18)),
+    "gradient_ms": Point("gradient of one 5 x 16 rollout (EPYC)", "ms", (15.4, 20.1, 26.5)),
+    "ceiling": Point("server ceiling, one server (EPYC)", "updates/s", (166, 180, 120)),
+    "ceiling_s2": Point("ceiling with --ps-shards 2: a report + 2 stored slices per push (EPYC)", "updates/s",
+                        (196, 187, 157)),
+    "ceiling_s4": Point("ceiling with --ps-shards 4 (EPYC)", "updates/s", (117, 98, 96)),
+}
+CALL_MS = 1.1  # fitted: the per-call cost that puts the model within 7% of both sharded ceilings above
+
+
 @dataclasses.dataclass(frozen=True)
 class Costs:
     """CPU seconds of each step of the executor; the whole-model figures are for S = 1 and are split into a fixed
@@ -146,9 +162,10 @@ class Costs:
         return envs_per_push * (self.act_s + self.grad_s)
 
 
-def calibrate(call_ms: float = 0.35) -> Costs:
-    """The constants from MEASURED (see constant_lines for the derivation in words)."""
-    m = {k: p.value for k, p in MEASURED.items()}
+def calibrate(call_ms: float = CALL_MS, measured: dict | None = None) -> Costs:
+    """The constants from MEASURED (see constant_lines for the derivation in words); `measured` replaces some of
+    its points (another machine's)."""
+    m = {k: p.value for k, p in {**MEASURED, **(measured or {})}.items()}
     call = call_ms / 1e3
     server_push = 1.0 / m["ceiling"]
     client_push = m["push_ms"] / 1e3 - server_push
@@ -177,8 +194,9 @@ def constant_lines(c: Costs) -> list[str]:
         f"symmetric); a pull of an already-put version: {c.call_s * ms:.2f} ms (the call)",
         f"caller's pull: {c.client_pull_s * ms:.2f} ms = pull round trip {MEASURED['pull_ms'].value:g} ms - shard "
         f"pull; from S shards: S x {c.call_s * ms:.2f} + {(c.client_pull_s - c.call_s) * ms:.2f} ms",
-        f"Ray call, fixed part: {c.call_s * ms:.2f} ms on each side (assumed, --call-ms; Ray's microbenchmark: "
-        f"1 / 2,836 calls/s with arguments = 0.35 ms)",
+        f"Ray call, fixed part: {c.call_s * ms:.2f} ms on each side (--call-ms; the default {CALL_MS:g} ms fits the "
+        f"--ps-shards 2 and 4 ceilings measured on a 2-core EPYC; Ray's microbenchmark: 1 / 2,836 calls/s with "
+        f"arguments = 0.35 ms)",
         f"gradient: {c.grad_s * ms:.4f} ms per env step = {MEASURED['gradient_ms'].value:g} ms / "
         f"{CALIBRATION_ENVS_PER_PUSH} (median of {' / '.join(map(str, MEASURED['gradient_ms'].runs))} ms)",
         f"local apply: {c.local_apply_s * ms:.2f} ms = the shard push's per-byte part (assumed)",
@@ -726,7 +744,16 @@ def validation(costs: Costs, seed: int = 0, jitter: float = 0.1) -> list[Row]:
     training = Config(workers=2, cores=2, jitter=jitter, seed=seed, min_pushes=3000, costs=costs)
     ray = simulate(training).env_steps_per_s
     local = simulate(dataclasses.replace(training, mode="local")).env_steps_per_s
+    sharded = calibrate(costs.call_s * 1e3, {k: MEASURED_SHARDED[k] for k in
+                                             ("push_ms", "pull_ms", "gradient_ms", "ceiling")})
+
+    def sharded_row(key, shards):
+        p = MEASURED_SHARDED[key]
+        return Row(key, p.what, p.unit, p.value, p.runs, _ShardProbe(sharded, 2, shards).pipelined(300),
+                   "fit of --call-ms")
     return [
+        sharded_row("ceiling_s2", 2),
+        sharded_row("ceiling_s4", 4),
         row("push_ms", _Probe(costs, 2).round_trips(20, pull=False) * 1e3, "calibration"),
         row("pull_ms", _Probe(costs, 2).round_trips(20, pull=True) * 1e3, "calibration"),
         row("gradient_ms", costs.grad_s * CALIBRATION_ENVS_PER_PUSH * 1e3, "input"),
@@ -901,7 +928,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"pushes between a worker's pulls, at most {MAX_PULL_INTERVAL} (the simulated window grows "
                         f"with it)")
     p.add_argument("--sync-shards", type=_positive_int, default=64, help="parameter-server shards of the sync layout")
-    p.add_argument("--call-ms", type=_positive_float, default=0.35,
+    p.add_argument("--call-ms", type=_positive_float, default=CALL_MS,
                    help="assumed fixed CPU cost of one Ray actor call, on each side")
     p.add_argument("--jitter", type=float, default=0.1, help="each rollout's act + gradient time varies by +- this")
     p.add_argument("--worker-cores", type=_cores_list, default=",".join(map(str, WORKER_CORES)),
