@@ -695,8 +695,9 @@ class ShardSet(NamedTuple):
 
 
 def shard_nodes(ray) -> list[str]:
-    """The nodes shards go to, round robin: every alive node, the driver's (which holds the server) last. Ray's
-    SPREAD strategy does not spread actors that reserve no CPU (seen: both shards on the head), so the driver picks."""
+    """The nodes shards go to, round robin: every alive node, the driver's (which holds the server) last. Pinned
+    hard: Ray's SPREAD strategy, and even a soft node affinity, were seen to put actors that reserve no CPU on one
+    node, so the driver picks."""
     here = ray.get_runtime_context().get_node_id()
     alive = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
     return [n for n in alive if n != here] + [here]
@@ -712,7 +713,7 @@ def start_shards(ray, server, server_name: str, hp: HParams) -> ShardSet:
     shard_class = ray.remote(ParameterShard)
     nodes = shard_nodes(ray)
     shards = [shard_class.options(num_cpus=0, max_restarts=0, name=n,
-                                  scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[s % len(nodes)], soft=True))
+                                  scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[s % len(nodes)], soft=False))
               .remote(hp, plan, s) for s, n in enumerate(names)]
     barrier, barrier_name = None, ""
     if hp.sync:
@@ -879,6 +880,9 @@ class Driver:
         return pushes
 
     def _server_died(self, e) -> int:
+        # The workers' run() calls still pending fail with the server or its shard; this line reports it, so Ray
+        # must not print each of them as an "Unhandled error" when they are dropped.
+        os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
         if isinstance(getattr(e, "cause", None), RunError):  # alive, but it could not go on (a shard died)
             print(f"error: {e.cause}", file=sys.stderr, flush=True)
             return 1
