@@ -181,6 +181,8 @@ def test_a_sync_round_applies_the_mean_of_the_finite_gradients_of_its_keys_once(
     (dict(sync=True, executor="ray", weight_pull_interval=2), "--sync pulls the new weights every round"),
     (dict(sync=True, executor="ray", off_policy_correction="vtrace"), "--sync has none"),
     (dict(sync=True, executor="ray", normalize_obs=True), "--sync with --normalize-obs"),
+    (dict(sync=True, executor="ray", algorithm="acer"), "--algorithm acer runs on --executor local"),
+    (dict(ps_shards=2, executor="ray", algorithm="acer"), "--algorithm acer runs on --executor local"),
     (dict(ps_shards=0), "--ps-shards must be >= 1, got 0"),
     (dict(ps_shards=2), "--ps-shards 2 needs --executor ray"),
     (dict(ps_shards=2, executor="ray", normalize_obs=True), "--ps-shards 2 with --normalize-obs"),
