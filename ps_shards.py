@@ -160,7 +160,7 @@ class Shard:
         @tf.function(input_signature=[specs, tf.TensorSpec([], tf.float32)])
         def apply(grads, learning_rate):
             return self.optimizer.apply(grads, self.variables, learning_rate)
-        self._apply = apply
+        self._apply_fn = apply
         self.wire_dtype = tf.as_dtype(hp.wire_dtype)
         self.version = 0  # updates of the run applied here (load() sets it from the checkpoint)
         self.counts = [0, 0, 0, 0]  # env steps, episodes, updates, skipped: every push this shard applied
@@ -192,7 +192,13 @@ class Shard:
         import tensorflow as tf
         return [tf.cast(v, self.wire_dtype).numpy() for v in self.variables]
 
-    def _state(self, short=()) -> Snapshot:
+    def apply(self, grads: list, learning_rate: float):
+        """One optimizer step on this shard's pieces (float32 arrays, or any dtype that casts)."""
+        self._apply_fn([np.asarray(g, np.float32) for g in grads], np.float32(learning_rate))
+        self.version += 1
+
+    def state(self, short=()) -> Snapshot:
+        """A copy of this shard's weights, slots, update count and counters."""
         slots = {kind: [v.numpy() for v in getattr(self.optimizer, kind)] for kind in SLOT_KINDS}
         return Snapshot(self.weights(), slots, int(self.optimizer.iterations.numpy()), tuple(self.counts),
                         tuple(short))
@@ -211,8 +217,7 @@ class Shard:
 
     def _apply_push(self, key, seq, grads, learning_rate, tally):
         if grads is not None:
-            self._apply([np.asarray(g, np.float32) for g in grads], np.float32(learning_rate))
-            self.version += 1
+            self.apply(grads, learning_rate)
             self.counts[2] += 1
         else:
             self.counts[3] += 1
@@ -246,7 +251,7 @@ class Shard:
         self._take()
 
     def _take(self, short=()):
-        self.snapshot = self._state(short)
+        self.snapshot = self.state(short)
         self.holding, self.frontier = False, None
         held, self.held = self.held, []
         for push in held:
@@ -290,8 +295,7 @@ class SyncRounds:
                 for total, g in zip(mean, other):
                     total += g
             mean = [total / np.float32(len(grads)) for total in mean]
-            self.shard._apply(mean, np.float32(learning_rate))
-            self.shard.version += 1
+            self.shard.apply(mean, learning_rate)
         self.round, self.contributions = round_ + 1, {}
         return self.shard.version
 

@@ -472,7 +472,7 @@ class ParameterShard(_Actor):
         return self.rounds.close(round_, keys, learning_rate)
 
     def state(self):
-        return self.shard._state()
+        return self.shard.state()
 
 
 class RoundBarrier:

@@ -84,7 +84,7 @@ def test_shards_apply_exactly_the_update_of_the_whole_optimizer(optimizer):
     for step, g in enumerate(grads):
         for shard, pieces in zip(shards, ps_shards.cut(g, plan)):
             shard.push("k", step, pieces, 0.01 * (step + 1), Tally(5, 1))
-    snaps = [s._state() for s in shards]
+    snaps = [s.state() for s in shards]
     weights, slots = ps_shards.join_state(snaps, plan)
     for a, b in zip(weights, whole):
         np.testing.assert_allclose(a, b.numpy(), rtol=1e-6, atol=1e-7)
@@ -167,7 +167,7 @@ def test_a_sync_round_applies_the_mean_of_the_finite_gradients_of_its_keys_once(
     whole = [tf.Variable(w) for w in start]
     opt = SharedOptimizer("adam", whole, epsilon=hp.optimizer_epsilon)
     opt.apply([tf.constant((ga + gb) / 2) for ga, gb in zip(grads["a"], grads["b"])], whole, 0.01)
-    weights, _ = ps_shards.join_state([x._state() for x in shards], plan)
+    weights, _ = ps_shards.join_state([x.state() for x in shards], plan)
     for a, b in zip(weights, whole):
         np.testing.assert_allclose(a, b.numpy(), rtol=1e-6, atol=1e-7)
     assert not rounds[0].contribute("a", 0, ps_shards.cut(grads["a"], plan)[0])  # round 0 is closed: dropped
