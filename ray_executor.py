@@ -301,10 +301,7 @@ class ParameterServer(_Actor):
         except ray.exceptions.RayActorError as e:
             raise RunError(f"a parameter shard died ({_cause(e)}); training stopped - the newest checkpoint in "
                            f"{self.hp.logdir} is intact: run the same command to resume") from None
-        weights, slots = ps_shards.join_state(snaps, self.plan)
-        ps_shards.load_learner_state(self.learner, weights, slots, snaps[0].iterations)
-        counts = RunCounts(*self.counts_at_close, self.counters.now().wall_time_s)
-        return self.store.save(counts, self.run_log.episode_window())
+        return self._save_joined(snaps, self.counts_at_close)
 
     def _snapshot(self) -> list:
         """One consistent moment of every shard (ps_shards' protocol)."""
@@ -332,11 +329,14 @@ class ParameterServer(_Actor):
 
     def _save_shards(self) -> str | None:
         snaps = self._snapshot()
+        return self._save_joined(snaps, snaps[0].counts[:3])
+
+    def _save_joined(self, snaps: list, counts: tuple) -> str | None:
+        """Checkpoint the shards' snapshots, joined into the server's whole learner, with (env steps, episodes,
+        updates) of the same moment."""
         weights, slots = ps_shards.join_state(snaps, self.plan)
         ps_shards.load_learner_state(self.learner, weights, slots, snaps[0].iterations)
-        env_steps, episodes, updates, _ = snaps[0].counts
-        counts = RunCounts(env_steps, episodes, updates, self.counters.now().wall_time_s)
-        return self.store.save(counts, self.run_log.episode_window())
+        return self.store.save(RunCounts(*counts, self.counters.now().wall_time_s), self.run_log.episode_window())
 
     def weights(self):
         """(version, ObjectRef of every variable's value): version = updates applied so far."""
