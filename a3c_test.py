@@ -37,7 +37,7 @@ import hparams as hparams_lib
 from checkpoints import load_config, prepare_writable_dir, read_config, resolve_checkpoint, restore_weights, \
     trained_env_steps, write_json_atomic
 import specs as specs_lib
-from envs import check_env_id, env_specs, make_vector_env, rom_name, video_fps
+from envs import check_env_id, env_specs, family_of, make_vector_env, rom_name, video_fps
 from errors import ArgumentParser, ConfigError, RunError, warn
 from tf_setup import configure_tensorflow, import_tensorflow
 
@@ -346,7 +346,10 @@ def evaluate(args) -> int:
         warn(f"{int(capped.sum())} of {N} episodes were cut at --max-steps {args.max_steps}; their partial "
              f"returns are included")
     if time_limit.any():
-        warn(f"{int(time_limit.sum())} of {N} episodes hit the time limit of {hp.max_episode_frames} frames")
+        # ALE and retro cut games at --max-episode-frames; a gymnasium env has its own TimeLimit (Pendulum 200 steps)
+        limit = "the env's own time limit" if family_of(env_id).name == "gymnasium" else \
+            f"the time limit of {hp.max_episode_frames} frames"
+        warn(f"{int(time_limit.sum())} of {N} episodes hit {limit}")
     scores = {
         "env": env_id,
         "trained_env": saved_hp.env_id,
