@@ -89,7 +89,8 @@ class HParams:
     """Ray only: GPUs per worker actor (a fraction shares one GPU between workers)."""
     wire_dtype: str = "float32"
     """Ray only: the dtype gradients and weights travel in. `bfloat16` / `float16` halve the bytes of every push and
-    pull; the server casts back and applies in float32 (its weights and statistics stay float32)."""
+    pull; the server casts back and applies in float32 (its weights and statistics stay float32). For clusters whose
+    network is the wall: on one machine bfloat16 was 11% slower; float16 flushes small gradients (docs/cluster.md)."""
     sync: bool = False
     """Ray only: Distributed BA3C's synchronous mode. Every round, each worker thread acts with the same weights,
     the shards apply the mean of all threads' gradients once, and the next round starts: a large batch, no policy

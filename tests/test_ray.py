@@ -13,27 +13,17 @@ import numpy as np
 import pytest
 
 from helpers import Proc, cli_env, one_error_line, progress_rows, run, wait_until
+from ray_cli import (CARTPOLE, RAY, closing, last_env_steps, local_ray, pid_of,  # noqa: F401 (a fixture)
+                     stopped_in_one_line_and_resumes, survive_worker_loss)
 
 ray = pytest.importorskip("ray")
 
-CARTPOLE = ["--env-id", "CartPole-v1", "--envs-per-thread", "4", "--threads", "1", "--no-progress-bar",
-            "--clip-rewards", "--no-episodic-life"]
-RAY = ["--executor", "ray", "--workers", "2"]
-CLOSING = re.compile(r"saved (\S+): (\d+) env steps, (\d+) episodes, (\d+) updates.*; pushes applied (\d+), "
-                     r"skipped \(not finite\) (\d+), after the budget (\d+)")
 LOCAL_SAVED = re.compile(r"saved (\S+): (\d+) env steps")
 
 
 # ----------------------------------------------------------------------------------------------------------
 # In process: the parameter server's arithmetic
 # ----------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
 def _cartpole_rollouts(hp, learner, n):
     import envs
     from batch_agents import BatchAgents
@@ -90,18 +80,12 @@ def test_server_applies_exactly_the_pushed_gradients_and_weights_round_trip(loca
 # ----------------------------------------------------------------------------------------------------------
 # The command line
 # ----------------------------------------------------------------------------------------------------------
-def _closing(out: str) -> tuple:
-    m = CLOSING.search(out)
-    assert m, out
-    return (m.group(1),) + tuple(int(g) for g in m.groups()[1:])
-
-
 def test_ray_run_counts_every_push_and_resumes_across_executors(tmp_path):
     logdir = tmp_path / "run"
     code, out, err = run("a3c.py", CARTPOLE + RAY + ["--logdir", logdir, "--total-env-steps", 2000],
                          tmp_path, cli_env(fake=False), "ray1", timeout=240)
     assert code == 0, err
-    path, steps, episodes, updates, applied, skipped, late = _closing(out)
+    path, steps, episodes, updates, applied, skipped, late = closing(out)
     assert 2000 <= steps < 2000 + 20 and updates == applied == steps // 20 and skipped == 0
     pushes = int(re.search(r"pushes sent by the workers still alive at the end: (\d+)", out).group(1))
     assert pushes == applied + skipped + late  # every push was applied, skipped or refused as late: none lost
@@ -115,20 +99,10 @@ def test_ray_run_counts_every_push_and_resumes_across_executors(tmp_path):
     code, out, err = run("a3c.py", CARTPOLE + RAY + ["--logdir", logdir, "--total-env-steps", 4000],
                          tmp_path, cli_env(fake=False), "ray2", timeout=240)  # and back on Ray
     assert code == 0, err
-    assert "resuming from step 3000" in out and 4000 <= _closing(out)[1] < 4020
+    assert "resuming from step 3000" in out and 4000 <= closing(out)[1] < 4020
     rows = progress_rows(logdir)
     assert [float(r["env_steps"]) for r in rows] == sorted(float(r["env_steps"]) for r in rows)
     assert any(r["policy_lag"] not in ("", "0.0") for r in rows)  # lag is measured: two workers share the server
-
-
-def _pid(proc: Proc, who: str) -> int:
-    m = re.search(who + r": pid (\d+)", proc.out)
-    return int(m.group(1)) if m else 0
-
-
-def _steps(logdir) -> int:
-    rows = progress_rows(logdir)
-    return int(rows[-1]["env_steps"]) if rows else 0
 
 
 def test_a_killed_worker_is_restarted_and_sigint_saves(tmp_path):
@@ -136,19 +110,14 @@ def test_a_killed_worker_is_restarted_and_sigint_saves(tmp_path):
     proc = Proc("a3c.py", CARTPOLE + RAY + ["--logdir", logdir, "--total-env-steps", 10**8, "--log-interval-s", 0.5],
                 tmp_path, cli_env(fake=False), "ray")
     try:
-        wait_until(lambda: _steps(logdir) > 0, 180, "the first steps", proc)
-        os.kill(_pid(proc, "rollout worker 0"), signal.SIGKILL)
-        wait_until(lambda: "rollout worker 0 died" in proc.out, 60, "the restart", proc)
-        at_restart = _steps(logdir)
-        wait_until(lambda: _steps(logdir) > at_restart + 2000, 120, "steps after the restart", proc)
-        proc.p.send_signal(signal.SIGINT)
-        assert proc.wait(90) == 0, proc.err
+        wait_until(lambda: last_env_steps(logdir) > 0, 180, "the first steps", proc)
+        at_restart = survive_worker_loss(proc, logdir, lambda: os.kill(pid_of(proc.out, "rollout worker 0"),
+                                                                       signal.SIGKILL), 2000)
     finally:
         if proc.p.poll() is None:
             proc.p.kill()
-    assert "Ray restarts it (restart 1 of" in proc.out
     assert "SIGINT: stopped all workers; saving a checkpoint" in proc.err
-    path, steps = _closing(proc.out)[:2]
+    path, steps = closing(proc.out)[:2]
     assert steps > at_restart + 2000 and os.path.exists(path + ".index")
 
 
@@ -158,16 +127,12 @@ def test_a_dead_parameter_server_stops_the_run_and_leaves_the_checkpoint_intact(
                                             "--checkpoint-interval-s", 1], tmp_path, cli_env(fake=False), "ray")
     try:
         wait_until(lambda: os.path.exists(logdir / "checkpoints" / "checkpoint"), 180, "a checkpoint", proc)
-        os.kill(_pid(proc, "parameter server"), signal.SIGKILL)
+        os.kill(pid_of(proc.out, "parameter server"), signal.SIGKILL)
         assert proc.wait(90) == 1
     finally:
         if proc.p.poll() is None:
             proc.p.kill()
-    line = one_error_line(proc.err)
-    assert "the parameter server died" in line and "intact" in line
-    code, out, err = run("a3c.py", CARTPOLE + ["--logdir", logdir, "--total-env-steps", 100], tmp_path,
-                         cli_env(fake=False), "resume", timeout=120)
-    assert code == 0 and "resuming from step" in out, err
+    stopped_in_one_line_and_resumes(proc, logdir, tmp_path, "the parameter server died")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 In-process: a server with 3 shards applies exactly the gradients pushed (its checkpoint equals a local copy that
 applied the same ones, optimizer statistics included) and counts at the snapshot's moment. In subprocesses on
-CartPole: the budget met exactly, resume across S and executors, a killed shard, bad input.
+CartPole: the budget met exactly, resume across S and executors, a killed shard, bad input; --sync: rounds with no
+lag, a killed worker leaving and rejoining the round, and SIGTERM (Slurm's stop) saving.
 """
 import os
 import re
@@ -12,21 +13,10 @@ import numpy as np
 import pytest
 
 from helpers import Proc, cli_env, one_error_line, progress_rows, run, wait_until
+from ray_cli import (CARTPOLE, RAY, closing, last_env_steps, local_ray, pid_of,  # noqa: F401 (a fixture)
+                     stopped_in_one_line_and_resumes)
 
 ray = pytest.importorskip("ray")
-
-CARTPOLE = ["--env-id", "CartPole-v1", "--envs-per-thread", "4", "--threads", "1", "--no-progress-bar",
-            "--clip-rewards", "--no-episodic-life"]
-RAY = ["--executor", "ray", "--workers", "2"]
-CLOSING = re.compile(r"saved (\S+): (\d+) env steps, (\d+) episodes, (\d+) updates.*; pushes applied (\d+), "
-                     r"skipped \(not finite\) (\d+), after the budget (\d+)")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 def test_three_shards_apply_exactly_the_pushed_gradients_and_checkpoint_one_moment(local_ray, tmp_path):
@@ -86,19 +76,13 @@ def test_three_shards_apply_exactly_the_pushed_gradients_and_checkpoint_one_mome
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)  # ... exactly as the mirror's
 
 
-def _closing(out: str) -> tuple:
-    m = CLOSING.search(out)
-    assert m, out
-    return (m.group(1),) + tuple(int(g) for g in m.groups()[1:])
-
-
 def test_a_sharded_run_meets_the_budget_exactly_and_resumes_with_any_shards_executor_or_wire(tmp_path):
     logdir = tmp_path / "run"
     code, out, err = run("a3c.py", CARTPOLE + RAY + ["--ps-shards", 2, "--logdir", logdir, "--total-env-steps", 2000],
                          tmp_path, cli_env(fake=False), "s2", timeout=300)
     assert code == 0, err
     assert "parameter shard 1: pid" in out
-    path, steps, episodes, updates, applied, skipped, late = _closing(out)
+    path, steps, episodes, updates, applied, skipped, late = closing(out)
     assert steps == 2000 and updates == applied == 100 and skipped == late == 0  # claims: no rollout past the budget
     pushes = int(re.search(r"pushes sent by the workers still alive at the end: (\d+)", out).group(1))
     assert pushes == applied
@@ -112,7 +96,7 @@ def test_a_sharded_run_meets_the_budget_exactly_and_resumes_with_any_shards_exec
                                                      "--total-env-steps", 4000],
                          tmp_path, cli_env(fake=False), "s3", timeout=300)
     assert code == 0, err
-    assert "resuming from step 3000" in out and _closing(out)[1] == 4000
+    assert "resuming from step 3000" in out and closing(out)[1] == 4000
     rows = progress_rows(logdir)
     assert [float(r["env_steps"]) for r in rows] == sorted(float(r["env_steps"]) for r in rows)
 
@@ -123,17 +107,12 @@ def test_a_killed_shard_stops_the_run_in_one_line_and_the_checkpoint_resumes(tmp
                                             "--checkpoint-interval-s", 1], tmp_path, cli_env(fake=False), "ray")
     try:
         wait_until(lambda: os.path.exists(logdir / "checkpoints" / "checkpoint"), 240, "a checkpoint", proc)
-        m = re.search(r"parameter shard 1: pid (\d+)", proc.out)
-        os.kill(int(m.group(1)), signal.SIGKILL)
+        os.kill(pid_of(proc.out, "parameter shard 1"), signal.SIGKILL)
         assert proc.wait(120) in (1, 2)
     finally:
         if proc.p.poll() is None:
             proc.p.kill()
-    line = one_error_line(proc.err)
-    assert "parameter shard died" in line and "intact" in line, line
-    code, out, err = run("a3c.py", CARTPOLE + ["--logdir", logdir, "--total-env-steps", 100], tmp_path,
-                         cli_env(fake=False), "resume", timeout=120)
-    assert code == 0 and "resuming from step" in out, err
+    stopped_in_one_line_and_resumes(proc, logdir, tmp_path, "parameter shard died")
 
 
 def test_more_shards_than_rows_is_one_line_and_touches_nothing(tmp_path):
@@ -176,18 +155,18 @@ def test_a_killed_worker_leaves_the_round_without_hanging_it_and_rejoins(tmp_pat
     proc = Proc("a3c.py", CARTPOLE + RAY + ["--sync", "--logdir", logdir, "--total-env-steps", 10**8,
                                             "--log-interval-s", 0.5], tmp_path, cli_env(fake=False), "sync")
     try:
-        wait_until(lambda: progress_rows(logdir) and int(progress_rows(logdir)[-1]["env_steps"]) > 0, 240,
-                   "the first steps", proc)
+        wait_until(lambda: last_env_steps(logdir) > 0, 240, "the first steps", proc)
         m = re.search(r"rollout worker 0: pid (\d+)", proc.out)
         os.kill(int(m.group(1)), signal.SIGKILL)
         wait_until(lambda: "rollout worker 0 died" in proc.out, 60, "the death", proc)
-        at_death = int(progress_rows(logdir)[-1]["env_steps"])
-        wait_until(lambda: int(progress_rows(logdir)[-1]["env_steps"]) > at_death + 2000, 180,
+        at_death = last_env_steps(logdir)
+        wait_until(lambda: last_env_steps(logdir) > at_death + 2000, 180,
                    "rounds after the death", proc)
-        proc.p.send_signal(signal.SIGINT)
+        proc.p.send_signal(signal.SIGTERM)  # what Slurm sends at the end of an allocation (or a preemption)
         assert proc.wait(90) == 0, proc.err
     finally:
         if proc.p.poll() is None:
             proc.p.kill()
+    assert "SIGTERM: stopped all workers; saving a checkpoint" in proc.err, proc.err
     m = SYNC_CLOSING.search(proc.out)
     assert m and int(m.group(2)) > at_death + 2000 and os.path.exists(m.group(1) + ".index"), proc.out
