@@ -147,12 +147,14 @@ def validation_rows():
 
 
 SHARDED_KEYS = ["ceiling_s2", "ceiling_s4"]
+THROUGHPUT_KEYS = ["epyc_ray_2x1", "epyc_ray_2x1_s2"]
 
 
 def test_validation_reports_every_measured_point_with_its_true_error(validation_rows):
-    assert [r.key for r in validation_rows] == SHARDED_KEYS + list(sim.MEASURED)
+    assert [r.key for r in validation_rows] == SHARDED_KEYS + THROUGHPUT_KEYS + list(sim.MEASURED)
     for r in validation_rows:
-        points = sim.MEASURED_SHARDED if r.key in SHARDED_KEYS else sim.MEASURED
+        points = sim.MEASURED_SHARDED if r.key in SHARDED_KEYS else \
+            sim.MEASURED_THROUGHPUT if r.key in THROUGHPUT_KEYS else sim.MEASURED
         assert r.measured == points[r.key].value
         assert r.error == abs(r.modelled - r.measured) / r.measured
         assert r.within == (r.error <= 0.15)
@@ -160,7 +162,8 @@ def test_validation_reports_every_measured_point_with_its_true_error(validation_
             assert r.error < 0.01, r
         if r.role == "fit of --call-ms":  # one parameter for two points: close, not exact
             assert r.within, r
-    assert {r.key for r in validation_rows if r.role == "prediction"} == {"driver_serialised", "ray_1x2", "ray_2x1"}
+    assert {r.key for r in validation_rows if r.role == "prediction"} == {"driver_serialised", "ray_1x2", "ray_2x1",
+                                                                          *THROUGHPUT_KEYS}
 
 
 def test_the_sharded_ceilings_pin_the_per_call_cost():
@@ -194,7 +197,7 @@ def test_main_writes_json_and_png_for_a_small_projection(tmp_path, capsys):
     assert "## Validation" in text and "## Projection" in text and "async S=64" in text
     data = json.loads(out_json.read_text())
     assert len(data["projection"]) == 2 * 2 * 5  # networks x worker cores x layouts
-    assert {r["key"] for r in data["validation"]} == set(sim.MEASURED) | set(SHARDED_KEYS)
+    assert {r["key"] for r in data["validation"]} == set(sim.MEASURED) | set(SHARDED_KEYS) | set(THROUGHPUT_KEYS)
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

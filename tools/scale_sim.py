@@ -124,6 +124,18 @@ MEASURED_SHARDED = {
     "ceiling_s4": Point("ceiling with --ps-shards 4 (EPYC)", "updates/s", (117, 98, 96)),
 }
 CALL_MS = 1.1  # fitted: the per-call cost that puts the model within 7% of both sharded ceilings above
+# One run of `python tools/ray_scaling.py --ps-shards 2 --seconds 60 --repeats 2` (the same EPYC, another session):
+# the model is calibrated on its own transfer figures and local throughput, then predicts its Ray throughputs.
+MEASURED_THROUGHPUT = {
+    "push_ms": Point("gradient push 2.71 MB (EPYC, throughput run)", "ms", (7.53,)),
+    "pull_ms": Point("weight pull 2.71 MB (EPYC, throughput run)", "ms", (7.20,)),
+    "gradient_ms": Point("gradient of one 5 x 16 rollout (EPYC, throughput run)", "ms", (13.5,)),
+    "ceiling": Point("server ceiling, one server (EPYC, throughput run)", "updates/s", (223,)),
+    "local_2x16": Point("local trainer, 2 threads x 16 envs (EPYC)", "env steps/s", (1787, 1827)),
+    "epyc_ray_2x1": Point("Ray, 2 workers x 1 thread x 16 envs, one server (EPYC)", "env steps/s", (1543, 1545)),
+    "epyc_ray_2x1_s2": Point("Ray, 2 workers x 1 thread x 16 envs, --ps-shards 2 (EPYC)", "env steps/s",
+                             (1401, 1380)),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -751,9 +763,18 @@ def validation(costs: Costs, seed: int = 0, jitter: float = 0.1) -> list[Row]:
         p = MEASURED_SHARDED[key]
         return Row(key, p.what, p.unit, p.value, p.runs, _ShardProbe(sharded, 2, shards).pipelined(300),
                    "fit of --call-ms")
+    today = calibrate(costs.call_s * 1e3, {k: MEASURED_THROUGHPUT[k] for k in
+                                           ("push_ms", "pull_ms", "gradient_ms", "ceiling", "local_2x16")})
+
+    def throughput_row(key, shards):
+        p = MEASURED_THROUGHPUT[key]
+        return Row(key, p.what, p.unit, p.value, p.runs,
+                   simulate(dataclasses.replace(training, shards=shards, costs=today)).env_steps_per_s, "prediction")
     return [
         sharded_row("ceiling_s2", 2),
         sharded_row("ceiling_s4", 4),
+        throughput_row("epyc_ray_2x1", 1),
+        throughput_row("epyc_ray_2x1_s2", 2),
         row("push_ms", _Probe(costs, 2).round_trips(20, pull=False) * 1e3, "calibration"),
         row("pull_ms", _Probe(costs, 2).round_trips(20, pull=True) * 1e3, "calibration"),
         row("gradient_ms", costs.grad_s * CALIBRATION_ENVS_PER_PUSH * 1e3, "input"),
@@ -771,6 +792,8 @@ WHY_MISSED = {
                          "core during each push, which the model leaves out (and the training points, which it "
                          "matches, do not show)",
     "ray_1x2": "one process's two threads share the GIL; the model has none and gives 1 x 2 the 2 x 1 figure",
+    "epyc_ray_2x1_s2": "the model charges each shard's calls but not the third server-side process's share of "
+                       "the two cores (the driver_serialised gap again)",
 }
 
 
