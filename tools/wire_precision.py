@@ -58,8 +58,9 @@ def measure(model: str, rollouts: int, seed: int) -> dict:
     import tensorflow as tf
 
     from batch_agents import BatchAgents
-    from checkpoints import load_config, resolve_checkpoint, weights_only_marker
+    from checkpoints import load_config, resolve_checkpoint, trained_env_steps, weights_only_marker
     from envs import make_vector_env
+    from hparams import learning_rate_at
     from learner import make_learner
     prefix, config_path = resolve_checkpoint(model)
     if any(weights_only_marker(d) for d in (os.path.dirname(prefix), os.path.dirname(os.path.dirname(prefix)))):
@@ -76,7 +77,7 @@ def measure(model: str, rollouts: int, seed: int) -> dict:
     tf.train.Checkpoint(**base.checkpoint_objects()).restore(prefix).expect_partial().assert_existing_objects_matched()
     for dtype in WIRE_DTYPES:
         learners[dtype].set_weights(base.get_weights())
-    lr = hp.learning_rate * (1.0 - trained_fraction(prefix, hp)) if hp.lr_schedule == "linear" else hp.learning_rate
+    lr = learning_rate_at(hp, trained_env_steps(prefix) or 0)
 
     def logits(learner, obs):
         out = learner.net(tf.constant(obs.reshape(-1, *obs.shape[2:])),
@@ -116,12 +117,6 @@ def measure(model: str, rollouts: int, seed: int) -> dict:
     finally:
         agents.close()
     return dict(hp=hp, lr=lr, rows=rows, grad_bytes=int(sum(int(np.prod(v.shape)) for v in base.net.trainable_variables)))
-
-
-def trained_fraction(prefix: str, hp) -> float:
-    from checkpoints import trained_env_steps
-    steps = trained_env_steps(prefix) or 0
-    return min(1.0, steps / hp.total_env_steps)
 
 
 def median(values) -> float:
