@@ -156,8 +156,7 @@ def test_a_killed_worker_leaves_the_round_without_hanging_it_and_rejoins(tmp_pat
                                             "--log-interval-s", 0.5], tmp_path, cli_env(fake=False), "sync")
     try:
         wait_until(lambda: last_env_steps(logdir) > 0, 240, "the first steps", proc)
-        m = re.search(r"rollout worker 0: pid (\d+)", proc.out)
-        os.kill(int(m.group(1)), signal.SIGKILL)
+        os.kill(pid_of(proc.out, "rollout worker 0"), signal.SIGKILL)
         wait_until(lambda: "rollout worker 0 died" in proc.out, 60, "the death", proc)
         at_death = last_env_steps(logdir)
         wait_until(lambda: last_env_steps(logdir) > at_death + 2000, 180,

@@ -95,6 +95,7 @@ def measure(model: str, rollouts: int, seed: int) -> dict:
             row = dict(noise_cosine=cosine(g, previous) if previous is not None else None)
             previous = g
             before = logits(base, rollout.obs)
+            weights = base.get_weights()  # the run's, restored after each rounded pull and each trial update
             for dtype in WIRE_DTYPES:
                 wire = flat(learners[dtype].gradients_on(rollout)[0])
                 pulled = learners[dtype]  # holds the run's weights: its wire_weights() are a rounded pull
@@ -103,10 +104,9 @@ def measure(model: str, rollouts: int, seed: int) -> dict:
                                   grad_cosine=cosine(wire, g),
                                   grad_zeroed=float(np.mean((wire == 0) & (g != 0))),
                                   pull_kl=mean_kl(before, logits(pulled, rollout.obs)))
-                pulled.set_weights(base.get_weights())
+                pulled.set_weights(weights)
             # one float32 update with the run's statistics, undone after, so that every rollout starts from the run
             saved = [v.numpy() for v in base.optimizer.variables]
-            weights = base.get_weights()
             for name, step in (("update_kl", lr), ("update_kl_peak", hp.learning_rate)):
                 base.apply_gradients(grads, step)
                 row[name] = mean_kl(before, logits(base, rollout.obs))
