@@ -30,8 +30,9 @@ import numpy as np
 import a3c
 import hparams as hparams_lib
 from batch_agents import BatchAgents
-from envs import make_vector_env
+from envs import env_specs, make_vector_env
 from errors import ArgumentParser, ConfigError
+from specs import ActionSpec
 from tf_setup import configure_tensorflow
 
 
@@ -73,13 +74,22 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, hparams_lib.HParams]:
     return args, hparams_lib.parse_args(rest)
 
 
+def _random_actions(rng: np.random.Generator, action: ActionSpec, n: int) -> np.ndarray:
+    """n uniform random actions of the spec: ints for discrete actions, [n, D] floats within the box."""
+    if action.is_discrete:
+        return rng.integers(0, action.size, n, dtype=np.int32)
+    return rng.uniform(action.low, action.high, (n, action.size)).astype(np.float32)
+
+
 def main(argv=None) -> int:
     try:
-        args, hp = parse_args(argv)
-    except ConfigError as e:
+        return _benchmark(*parse_args(argv))
+    except ConfigError as e:  # bad flags, or an env / network the config cannot build
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+
+def _benchmark(args: argparse.Namespace, hp: hparams_lib.HParams) -> int:
     logdir = tempfile.mkdtemp(prefix="a3c_bench_")
     hp = hparams_lib.dataclasses.replace(hp, logdir=logdir, progress_bar=False, total_env_steps=10**12,
                                          log_interval_s=1e6, checkpoint_interval_s=1e6)
@@ -87,8 +97,9 @@ def main(argv=None) -> int:
     from learner import make_learner  # imports TensorFlow, after configure_tensorflow set its threads
     t = time.perf_counter()
     envs = [make_vector_env(hp, hp.envs_per_thread) for _ in range(hp.threads)]
+    obs_spec, action_spec = env_specs(envs[0], hp.env_id)
+    learner = make_learner(hp, action_spec, obs=obs_spec)  # before any output: a config it refuses is one line
     print(f"built {hp.threads} x {hp.envs_per_thread} envs in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-    num_actions = int(envs[0].single_action_space.n)
     for i, env in enumerate(envs):
         env.reset(seed=hp.seed + i * hp.envs_per_thread)
     B = hp.envs_per_thread
@@ -96,13 +107,12 @@ def main(argv=None) -> int:
 
     # 1. bare env stepping, random actions
     def bare(i):
-        envs[i].step(rngs[i].integers(0, num_actions, B, dtype=np.int32))
+        envs[i].step(_random_actions(rngs[i], action_spec, B))
         return B
     bare_sps = _run_threads(bare, hp.threads, args.seconds, args.warmup)
     print(f"bare env: {bare_sps:,.0f} steps/s", file=sys.stderr)
 
     # 2. env + inference (the acting half of training)
-    learner = make_learner(hp, num_actions)
     agents = [BatchAgents(env, seed=hp.seed + i * B, state_size=learner.net.state_size) for i, env in enumerate(envs)]
     policy = learner.policy()
     agents[0].act(policy)  # trace once before the threads race

@@ -302,9 +302,14 @@ PRESETS: dict[str, dict] = {
     "pendulum": dict(env_id="Pendulum-v1", logdir="runs/pendulum", envs_per_thread=8, t_max=8, gamma=0.9,
                      gae_lambda=0.9, entropy_beta=0.0, normalize_obs=True, reward_scale=0.1, clip_rewards=False,
                      episodic_life=False, optimizer="adam", learning_rate=1e-3, total_env_steps=3_000_000),
+    # ACER with 16 replay updates per rollout (docs/tuning.md, LunarLander): the landing is found late (the policy
+    # first learns to hover, out of reach of the -100 crash, until the 1,000-step limit), and replay is what gets it
+    # out of that plateau on every seed. A3C with the same gamma hovers at 1M env steps; ACER with replay ratio 4
+    # or 8 lands on 2 of 3 seeds. The step decays to 0 over the 1M env steps.
     "lunarlander": dict(env_id="LunarLander-v3", logdir="runs/lunarlander", envs_per_thread=8, gamma=0.995,
                         entropy_beta=1e-3, clip_rewards=False, episodic_life=False, reward_scale=0.01,
-                        total_env_steps=5_000_000),
+                        algorithm="acer", t_max=10, max_grad_norm=10.0, replay_ratio=16.0,
+                        total_env_steps=1_000_000),
     "bipedalwalker": dict(env_id="BipedalWalker-v3", logdir="runs/bipedalwalker", envs_per_thread=8, t_max=8,
                           gae_lambda=0.95, entropy_beta=0.0, normalize_obs=True, reward_scale=0.1,
                           clip_rewards=False, episodic_life=False, optimizer="adam", learning_rate=3e-4,

@@ -255,3 +255,24 @@ def test_no_save_replay_writes_no_replay_file_and_a_full_disk_turns_it_off(acer_
         assert "--save-replay is off: the replay memories take up to" in capsys.readouterr().err
     finally:
         trainer.close()
+
+
+def test_lunarlander_preset_trains_acer_on_flat_observations_and_evaluates(tmp_path):
+    """The `lunarlander` preset end to end on a tiny budget: ACER's replay on 8-float observations (the MLP torso
+    and its Q head), the replay memory saved with the checkpoint, and a3c_test.py reading the model back."""
+    import json
+    logdir = tmp_path / "ll"
+    code, out, err = run("a3c.py", ["--preset", "lunarlander", "--total-env-steps", 1600, "--replay-start", 160,
+                                    "--envs-per-thread", 4, "--logdir", logdir, "--no-progress-bar"],
+                         tmp_path, cli_env(fake=False), timeout=240)
+    assert code == 0, err[-2000:]
+    config = json.loads((logdir / "config.json").read_text())
+    assert config["algorithm"] == "acer" and config["observation_space"]["shape"] == [8]
+    replay = np.load(logdir / "checkpoints" / "replay-1600.npz")
+    assert replay["thread0/frames"].shape[1:] == (4, 8) and replay["thread0/probs"].shape[1:] == (4, 4)
+    assert replay["thread0/valid"].any()  # it holds the rollouts it learned from
+    code, out, err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "eval", "--episodes", 2,
+                                         "--max-steps", 50, "--record", 0, "--seed", 1], tmp_path, cli_env(fake=False))
+    assert code == 0, err[-2000:]
+    scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
+    assert scores["env_steps_trained"] == 1600 and len(scores["lengths"]) == 2

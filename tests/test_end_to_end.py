@@ -136,7 +136,24 @@ def test_benchmark_prints_consistent_figures(tmp_path):
     assert "ceiling of training / bare" in result.stdout
 
 
+@pytest.mark.parametrize("preset, env_id", [
+    ("cartpole", "CartPole-v1"),  # flat observations: the MLP torso, not the Atari frames
+    ("pendulum", "Pendulum-v1"),  # continuous actions: random actions within the box in the bare phase
+])
+def test_benchmark_runs_the_mlp_families(tmp_path, preset, env_id):
+    out = tmp_path / "bench.json"
+    result = run("benchmark.py", "--preset", preset, "--seconds", "1", "--warmup", "1", "--json", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    b = json.loads(out.read_text())
+    assert b["env_id"] == env_id and b["network"] in ("auto", "mlp")
+    for key in ("bare_sps", "inference_sps", "train_sps", "act_only_fps", "update_only_sps"):
+        assert b[key] > 0, key
+    assert b["bare_sps"] > b["train_sps"]  # a bare gymnasium env outruns training with a network in the loop
+
+
 @pytest.mark.parametrize("argv, words", [
+    (["--env-id", "Pendulum-v1", "--algorithm", "acer", "--envs-per-thread", "2"],
+     "--algorithm acer needs discrete actions"),  # raised while building the learner, after the envs
     (["--seconds", "0"], "--seconds must be > 0, got 0"),
     (["--warmup", "-1"], "--warmup must be >= 0, got -1"),
     (["--seconds", "abc"], "argument --seconds: invalid float value: 'abc'"),
