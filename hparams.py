@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import re
 import typing
@@ -151,6 +152,9 @@ class HParams:
     in the first ~100K env steps (README, tuning record). Part of the model: a checkpoint keeps its setting."""
     normalize_obs: bool = False
     """mlp only: normalise observations by their running mean and variance (kept in checkpoints)."""
+    log_std_init: float = 0.0
+    """Continuous actions only: the Gaussian policy's starting log standard deviation, the same for every action
+    dimension (0: std 1, as wide as a [-1, 1] action range; -1: std 0.37). Learned from there."""
     t_max: int = 5
     """Rollout length: agent steps per env between updates; the n of the n-step return."""
     t_max_per_thread: str = ""
@@ -400,6 +404,8 @@ def validate(hp: HParams) -> HParams:
          f"got {hp.t_max_per_thread!r}")
     need(len(lengths) <= hp.threads, f"--t-max-per-thread gives {len(lengths)} rollout lengths but there are "
                                      f"{hp.threads} --threads; give at most one per thread")
+    need(math.isfinite(hp.log_std_init) and -5.0 <= hp.log_std_init <= 2.0,
+         f"--log-std-init must be within [-5, 2] (a starting std from 0.007 to 7.4), got {hp.log_std_init:g}")
     need(bool(hp.logdir), "--logdir must not be empty")
     need(hp.executor == "ray" or not hp.ray_address,
          f"--ray-address {hp.ray_address} needs --executor ray (the local executor runs in this process)")

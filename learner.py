@@ -99,12 +99,15 @@ class A3CLearner:
     def __init__(self, hp: HParams, action: ActionSpec | int, device: str | None = None, obs: ObsSpec = ATARI_OBS):
         self.hp = hp
         self.action_spec = as_action_spec(action)
+        if self.action_spec.is_discrete and hp.log_std_init != 0.0:
+            raise ConfigError(f"--log-std-init {hp.log_std_init:g} is for continuous actions (a Gaussian policy); "
+                              f"this env's actions are discrete: drop it")
         self.devices = [device] if device else check_devices(hp)
         self.device = self.devices[0]
         self.precision = resolve_precision(hp.precision, self.device)  # `auto` -> float32 or bfloat16, once
         self.replicas = [build_network(self.action_spec, hp.network, d, self.precision, obs=obs,
                                        normalize_obs=hp.normalize_obs, q_head=self.Q_HEAD, torso_init=hp.torso_init,
-                                       center_frames=hp.center_frames)
+                                       center_frames=hp.center_frames, log_std_init=hp.log_std_init)
                          for d in self.devices]
         self.net = self.replicas[0]
         self.syncs = [None] + [self._make_sync(replica, d) for replica, d in zip(self.replicas[1:], self.devices[1:])]

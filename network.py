@@ -268,7 +268,8 @@ class PolicyValueNet(keras.Model):
 
     def __init__(self, action: ActionSpec | int, kind: str = "a3c", precision: str = "float32",
                  space_to_depth: bool = True, obs: ObsSpec = ATARI_OBS, normalize_obs: bool = False,
-                 q_head: bool = False, torso_init: str = "glorot", center_frames: bool = False, **kwargs):
+                 q_head: bool = False, torso_init: str = "glorot", center_frames: bool = False,
+                 log_std_init: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if torso_init not in TORSO_INITS:
             raise ValueError(f"unknown torso_init {torso_init!r}; choose one of {', '.join(TORSO_INITS)}")
@@ -326,8 +327,9 @@ class PolicyValueNet(keras.Model):
         # Small policy init keeps the first policy near uniform (high entropy), as in A2C/PPO baselines.
         self.policy_head = keras.layers.Dense(
             action.size, name="policy", kernel_initializer=keras.initializers.Orthogonal(0.01))
-        if not action.is_discrete:  # the Gaussian's log-std: learned, the same in every state; std 1 at start
-            self.log_std = self.add_weight(name="log_std", shape=(action.size,), initializer="zeros")
+        if not action.is_discrete:  # the Gaussian's log-std: learned, the same in every state
+            self.log_std = self.add_weight(name="log_std", shape=(action.size,),
+                                           initializer=keras.initializers.Constant(log_std_init))
         self.q_head = q_head
         if q_head:  # ACER: Q(s, .) for every action, and V(s) = sum_a pi(a|s) Q(s, a) instead of a value head
             if not action.is_discrete:
@@ -449,11 +451,11 @@ def dead_unit_fractions(relu_layers: list) -> dict:
 def build_network(action: ActionSpec | int, kind: str = "a3c", device: str | None = None,
                   precision: str = "float32", space_to_depth: bool = True, obs: ObsSpec = ATARI_OBS,
                   normalize_obs: bool = False, q_head: bool = False, torso_init: str = "glorot",
-                  center_frames: bool = False) -> PolicyValueNet:
+                  center_frames: bool = False, log_std_init: float = 0.0) -> PolicyValueNet:
     """Create the network for `obs` -> `action` (an int A = A discrete actions) with its variables on `device`
     (default: compute_device())."""
     with tf.device(device or compute_device()):
         net = PolicyValueNet(action, kind, precision, space_to_depth, obs, normalize_obs, q_head, torso_init,
-                             center_frames)
+                             center_frames, log_std_init)
         net(tf.zeros((1,) + tuple(obs.shape), obs.dtype))  # build the variables on that device
     return net

@@ -95,6 +95,17 @@ def test_mlp_network_gives_a_gaussian_head_with_a_learned_log_std():
     assert {v.name for v in net.non_trainable_variables} >= {"mean", "var", "count"}
 
 
+def test_log_std_init_sets_the_gaussians_starting_width_and_is_refused_for_discrete_actions():
+    from errors import ConfigError
+    from learner import make_learner
+    box, flat = specs.ActionSpec("box", 2, (-1.0, -1.0), (1.0, 1.0)), specs.ObsSpec((8,), "float32")
+    learner = make_learner(_hp("LunarLanderContinuous-v3", log_std_init=-1.0), box, obs=flat)
+    params = learner.net(tf.zeros((3, 8))).policy_params.numpy()
+    np.testing.assert_allclose(params[:, 2:], -1.0)  # std e^-1 for both dimensions, in every state
+    with pytest.raises(ConfigError, match="--log-std-init -1 is for continuous actions"):
+        make_learner(_hp("CartPole-v1", log_std_init=-1.0), specs.discrete(2), obs=specs.ObsSpec((4,), "float32"))
+
+
 @pytest.mark.parametrize("kind, obs, expected", [
     ("auto", specs.ATARI_OBS, "a3c"), ("auto", specs.ObsSpec((4,), "float32"), "mlp"),
     ("a3c-lstm", specs.ATARI_OBS, "a3c-lstm"), ("mlp", specs.ObsSpec((4,), "float32"), "mlp"),

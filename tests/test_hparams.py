@@ -178,6 +178,9 @@ def test_choices_and_model_fields_refer_to_real_fields():
     (["--threads", "2", "--t-max-per-thread", "16,x"], "--t-max-per-thread must be positive integers"),
     (["--threads", "2", "--t-max-per-thread", "16,32,64"], "gives 3 rollout lengths but there are 2 --threads"),
     (["--histogram-interval-updates", "-1"], "--histogram-interval-updates must be >= 0"),
+    (["--log-std-init", "nan"], r"--log-std-init must be within \[-5, 2\].*got nan"),
+    (["--log-std-init", "-6"], r"--log-std-init must be within \[-5, 2\].*got -6"),
+    (["--log-std-init", "2.5"], r"--log-std-init must be within \[-5, 2\].*got 2.5"),
 ])
 def test_a3g_option_bad_values_name_the_flag_and_the_fix(argv, words):
     with pytest.raises(ConfigError, match=words):
