@@ -1,6 +1,7 @@
 """--algorithm acer on the trainer: the learner's replay and updates, the average network, checkpoints, the command
 line (train, resume, evaluate) and its bad input. The math is tests/test_acer_math.py's; the memory replay's."""
 import dataclasses
+import json
 import re
 
 import numpy as np
@@ -154,7 +155,6 @@ def test_acer_refuses_continuous_actions_and_recurrent_networks(tmp_path):
 
 
 def test_benchmark_reports_acer_time_split_between_on_policy_and_replay(tmp_path):
-    import json
     out = tmp_path / "bench.json"
     code, stdout, err = run("benchmark.py", ["--preset", "smoke", "--algorithm", "acer", "--replay-start", 40,
                                              "--replay-capacity", 200, "--seconds", 4, "--warmup", 3, "--json", out],
@@ -260,7 +260,6 @@ def test_no_save_replay_writes_no_replay_file_and_a_full_disk_turns_it_off(acer_
 def test_lunarlander_preset_trains_acer_on_flat_observations_and_evaluates(tmp_path):
     """The `lunarlander` preset end to end on a tiny budget: ACER's replay on 8-float observations (the MLP torso
     and its Q head), the replay memory saved with the checkpoint, and a3c_test.py reading the model back."""
-    import json
     logdir = tmp_path / "ll"
     code, out, err = run("a3c.py", ["--preset", "lunarlander", "--total-env-steps", 1600, "--replay-start", 160,
                                     "--envs-per-thread", 4, "--logdir", logdir, "--no-progress-bar"],

@@ -118,6 +118,9 @@ def test_plot_without_returns_is_a_one_line_error(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error:")
 
 
+BENCHMARK_FIGURES = ("bare_sps", "inference_sps", "train_sps", "act_only_fps", "update_only_sps")
+
+
 def test_benchmark_prints_consistent_figures(tmp_path):
     """benchmark.py end to end on 2 x 4 real envs: every phase ran, and the derived figures follow from the
     measured ones (ratio = training / bare; the ceiling is the formula of its docstring and bounds nothing
@@ -126,7 +129,7 @@ def test_benchmark_prints_consistent_figures(tmp_path):
     result = run("benchmark.py", "--preset", "smoke", "--seconds", "2", "--warmup", "3", "--json", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     b = json.loads(out.read_text())
-    for key in ("bare_sps", "inference_sps", "train_sps", "act_only_fps", "update_only_sps"):
+    for key in BENCHMARK_FIGURES:
         assert b[key] > 0, key
     assert b["ratio"] == pytest.approx(b["train_sps"] / b["bare_sps"], abs=1e-3)
     ceiling = (1 / b["bare_sps"]) / (1 / b["bare_sps"] + 1 / b["act_only_fps"] + 1 / b["update_only_sps"])
@@ -146,7 +149,7 @@ def test_benchmark_runs_the_mlp_families(tmp_path, preset, env_id):
     assert result.returncode == 0, result.stderr[-2000:]
     b = json.loads(out.read_text())
     assert b["env_id"] == env_id and b["network"] in ("auto", "mlp")
-    for key in ("bare_sps", "inference_sps", "train_sps", "act_only_fps", "update_only_sps"):
+    for key in BENCHMARK_FIGURES:
         assert b[key] > 0, key
     assert b["bare_sps"] > b["train_sps"]  # a bare gymnasium env outruns training with a network in the loop
 
