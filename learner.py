@@ -460,11 +460,13 @@ class ACERLearner(A3CLearner):
             rewards = self._learning_rewards(rewards)
             T = tf.shape(actions)[0]
             with tf.device(self.device):
+                # One preprocessing of the frames for both networks (it holds no weight; it is ~half the op time)
+                frames_in = net.frames_input(tf.reshape(obs, tf.concat([[-1], tf.shape(obs)[2:]], 0)))
                 with tf.GradientTape() as tape:
-                    out = net.unroll(obs, initial_state, resets)
+                    out = net.unroll(obs, initial_state, resets, frames_in)
                     logits, q = out.policy_params[:T], out.q_values[:T]
                     bootstrap = tf.stop_gradient(out.value[-1]) if replayed else bootstrap_value
-                    avg_logits = avg_net.unroll(obs[:T], initial_state, resets[:T]).policy_params
+                    avg_logits = avg_net.unroll(obs[:T], initial_state, resets[:T], frames_in).policy_params
                     loss, parts = acer_math.acer_loss(
                         tf.nn.softmax(logits), tf.nn.softmax(avg_logits), behaviour_probs, q, actions, rewards,
                         terminated, truncated, valid, bootstrap, hp.gamma, hp.acer_c, hp.acer_delta, hp.value_coef,

@@ -341,9 +341,9 @@ class PolicyValueNet(keras.Model):
     def initial_state(self, batch_size: int) -> tf.Tensor:
         return tf.zeros([batch_size, self.state_size], tf.float32)
 
-    def torso(self, obs) -> tf.Tensor:
+    def torso(self, obs, frames_in=None) -> tf.Tensor:
         """Observations `[N, *obs_shape]` -> float32 features `[N, hidden]` (for the MLP: the policy tower's
-        and the value tower's, concatenated)."""
+        and the value tower's, concatenated). `frames_in`: `frames_input(obs)`, if the caller already has it."""
         if self.mlp:
             x = tf.cast(obs, tf.float32)
             if self.normalize_obs:
@@ -357,27 +357,40 @@ class PolicyValueNet(keras.Model):
                 towers.append(tf.cast(h, tf.float32))
             return tf.concat(towers, -1)
         # Heads in float32: a bf16 value (3 significant digits) would blur the n-step targets' differences.
-        return tf.cast(self.relu_layers(obs)[-1][1], tf.float32)
+        return tf.cast(self.relu_layers(obs, frames_in)[-1][1], tf.float32)
 
-    def relu_layers(self, obs) -> list:
-        """The frame torso's ReLU outputs in order, [(layer name, [N, ..., units])]: each conv's, then fc's,
-        the torso's features. [] for the MLP (tanh towers)."""
+    def frames_input(self, obs) -> tf.Tensor | None:
+        """uint8 frames `[N, C, H, W]` -> the first conv's input `[N, h, w, c]` in the torso's dtype: scaled,
+        NHWC (space-to-depth when that is on), centred when --center-frames. It holds no weight, so two networks
+        of the same layout (ACER's learner and average network) can share one: this is about half of a replayed
+        update's op time at Atari size (docs/throughput.md). None for the MLP (its input is the observation)."""
         if self.mlp:
-            return []
+            return None
         dtype = self.hidden.compute_dtype  # the torso's dtype policy decides: "float32" or "bfloat16"
         if self.space_to_depth:
             x = space_to_depth_input(obs, self.first_stride, dtype)
-            kernel = tf.cast(space_to_depth_kernel(self.conv0.kernel, self.first_stride), dtype)
             if self.center_frames:  # channel (i * block + j) * C + c is a pixel of frame c: tile the C means
                 x = x - tf.cast(tf.tile(_frame_means(obs), [1, self.first_stride ** 2])[:, None, None, :], dtype)
+            return x
+        x = tf.cast(obs, dtype) * tf.cast(1.0 / 255.0, dtype)
+        x = tf.transpose(x, [0, 2, 3, 1])  # NHWC: the layout TF's CPU and GPU convs both accept
+        if self.center_frames:
+            x = x - tf.cast(_frame_means(obs)[:, None, None, :], dtype)
+        return x
+
+    def relu_layers(self, obs, frames_in=None) -> list:
+        """The frame torso's ReLU outputs in order, [(layer name, [N, ..., units])]: each conv's, then fc's,
+        the torso's features. [] for the MLP (tanh towers). `frames_in`: `frames_input(obs)`, if already made."""
+        if self.mlp:
+            return []
+        dtype = self.hidden.compute_dtype
+        x = self.frames_input(obs) if frames_in is None else frames_in
+        if self.space_to_depth:
+            kernel = tf.cast(space_to_depth_kernel(self.conv0.kernel, self.first_stride), dtype)
             x = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "VALID"), tf.cast(self.conv0.bias, dtype)))
             outputs = [("conv0", x)]
             rest = self.conv_names[1:]
         else:
-            x = tf.cast(obs, dtype) * tf.cast(1.0 / 255.0, dtype)
-            x = tf.transpose(x, [0, 2, 3, 1])  # NHWC: the layout TF's CPU and GPU convs both accept
-            if self.center_frames:
-                x = x - tf.cast(_frame_means(obs)[:, None, None, :], dtype)
             outputs, rest = [], self.conv_names
         for name in rest:
             x = getattr(self, name)(x)
@@ -412,13 +425,15 @@ class PolicyValueNet(keras.Model):
         params, value, q = self._heads(x)
         return AgentOutput(params, value, state, q)
 
-    def unroll(self, obs, initial_state, resets) -> AgentOutput:
+    def unroll(self, obs, initial_state, resets, frames_in=None) -> AgentOutput:
         """T steps of B envs: observations `[T, B, *obs_shape]`, state before step 0 `[B, S]`, resets `[T, B]`
         bool (zero the state before step t, as `act` does) -> AgentOutput(policy_params [T, B, P], value [T, B],
         state after the last step [B, S]). The torso runs on all T * B observations at once; only the core
-        steps in time."""
+        steps in time. `frames_in`: `frames_input` of the time-major flattened `[T * B, ...]` observations, if
+        the caller has it (its first T * B rows serve an unroll over obs[:T])."""
         T, B = tf.shape(obs)[0], tf.shape(obs)[1]
-        x = self.torso(tf.reshape(obs, tf.concat([[T * B], tf.shape(obs)[2:]], 0)))
+        flat = tf.reshape(obs, tf.concat([[T * B], tf.shape(obs)[2:]], 0))
+        x = self.torso(flat, None if frames_in is None else frames_in[:T * B])
         state = initial_state
         if self.lstm_units:
             projected = tf.reshape(self.lstm.project(self.lstm_input_norm(x)), [T, B, 4 * self.lstm_units])

@@ -85,6 +85,39 @@ def test_on_policy_rho_is_one_and_replayed_rho_moves_once_the_weights_change():
     assert abs(m["rho"] - 1.0) > 1e-4
 
 
+def test_both_networks_share_one_frame_preprocessing_and_the_update_is_unchanged():
+    """The update preprocesses a replayed batch's T + 1 frames once, for the learner's unroll over all of them and
+    the average network's over the first T (frames_input holds no weight). Its loss must be the one assembled from
+    two separate unrolls, as before the sharing; the average network is moved off the weights first, so a wrong
+    slice of the shared input (the last T steps, say) would show in the trust region's KL."""
+    import acer_math
+    hp = _hp(replay_ratio=0.0, center_frames=True, acer_avg_decay=0.5)
+    learner = make_learner(hp, discrete(6))
+    agents = _agents(hp)
+    for _ in range(4):
+        rollout, _ = agents.collect(learner.policy(), hp.t_max)
+        learner.train_on(rollout, 1e-2)  # the average network now differs from the weights
+    assert any(not np.array_equal(a.numpy(), v.numpy()) for a, v in zip(learner.avg_net.variables,
+                                                                         learner.net.variables))
+    batch = learner.memories[0].sample(np.random.default_rng(3))
+    B = batch.actions.shape[1]
+    T = hp.t_max
+    out = learner.net.unroll(tf.constant(batch.obs), batch.initial_state, batch.resets)
+    avg = learner.avg_net.unroll(tf.constant(batch.obs[:T]), batch.initial_state, batch.resets[:T])
+    want, parts = acer_math.acer_loss(
+        tf.nn.softmax(out.policy_params[:T]), tf.nn.softmax(avg.policy_params), batch.behaviour_probs,
+        out.q_values[:T], batch.actions, learner._learning_rewards(batch.rewards), batch.terminated,
+        batch.truncated, batch.valid, out.value[-1], hp.gamma, hp.acer_c, hp.acer_delta, hp.value_coef,
+        hp.entropy_beta, hp.acer_trust_region)
+    assert float(parts["trust_region_kl"]) > 1e-6  # the two networks do differ on these frames
+    # (after the reference: the update's Polyak step moves the average network, even at learning rate 0)
+    got = learner._acer_update(True, 0)(
+        batch.obs, batch.actions, batch.rewards, batch.terminated, batch.truncated, batch.valid, batch.resets,
+        batch.initial_state, batch.behaviour_probs, np.zeros(B, np.float32), np.float32(0.0))
+    np.testing.assert_allclose(float(got["loss"]), float(want), rtol=1e-5)
+    np.testing.assert_allclose(float(got["trust_region_kl"]), float(parts["trust_region_kl"]), rtol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def acer_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("acer")

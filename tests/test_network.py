@@ -259,6 +259,27 @@ def test_centred_frames_ignore_the_background_level(space_to_depth):
     assert np.abs(plain.torso(brighter).numpy() - plain.torso(obs).numpy()).max() > 1e-3
 
 
+@pytest.mark.parametrize("space_to_depth", [True, False])
+@pytest.mark.parametrize("center_frames", [True, False])
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_an_unroll_from_a_shared_frames_input_is_the_same_unroll(space_to_depth, center_frames, precision):
+    """frames_input is the torso's weight-free preprocessing: made once for T + 1 steps, it serves an unroll over
+    all of them and one over the first T, bit for bit as each unroll computing its own."""
+    T, B = 3, 2
+    obs = tf.constant(_frames((T + 1) * B, seed=6).reshape((T + 1, B) + network.OBS_SHAPE))
+    net = network.build_network(NUM_ACTIONS, "a3c", device="/CPU:0", precision=precision,
+                                space_to_depth=space_to_depth, center_frames=center_frames)
+    shared = net.frames_input(tf.reshape(obs, (-1,) + network.OBS_SHAPE))
+    state, resets = tf.zeros((B, 0)), tf.zeros((T + 1, B), tf.bool)
+    for steps in (T + 1, T):
+        want = net.unroll(obs[:steps], state, resets[:steps])
+        got = net.unroll(obs[:steps], state, resets[:steps], shared)
+        np.testing.assert_array_equal(got.policy_params.numpy(), want.policy_params.numpy())
+        np.testing.assert_array_equal(got.value.numpy(), want.value.numpy())
+    assert network.build_network(NUM_ACTIONS, "mlp", obs=network.ObsSpec((8,), "float32")).frames_input(
+        tf.zeros((2, 8))) is None
+
+
 def test_centred_frames_are_the_same_function_with_and_without_space_to_depth():
     obs = tf.constant(_frames(3, seed=4))
     s2d = network.build_network(NUM_ACTIONS, "a3c", device="/CPU:0", center_frames=True)
