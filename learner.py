@@ -460,7 +460,8 @@ class ACERLearner(A3CLearner):
             rewards = self._learning_rewards(rewards)
             T = tf.shape(actions)[0]
             with tf.device(self.device):
-                # One preprocessing of the frames for both networks (it holds no weight; it is ~half the op time)
+                # One frame preparation for both networks: it holds no weight, and once per network it was ~half
+                # of the update's op time (docs/throughput.md)
                 frames_in = net.frames_input(tf.reshape(obs, tf.concat([[-1], tf.shape(obs)[2:]], 0)))
                 with tf.GradientTape() as tape:
                     out = net.unroll(obs, initial_state, resets, frames_in)
