@@ -182,7 +182,7 @@ def export(args) -> int:
     # ACER's net has a Q head where A3C's has a value head (V = sum pi Q): build the one the checkpoint holds.
     net = build_network(action, hp.network, device="/CPU:0", precision=resolve_precision(hp.precision, "/CPU:0"),
                         obs=obs, normalize_obs=hp.normalize_obs, center_frames=hp.center_frames,
-                        q_head=hp.algorithm == "acer")
+                        q_head=hp.algorithm == "acer", std_head=hp.std_head)
     restore_weights(net, prefix)
     export_policy(net, dict(hp.to_dict(), **specs_lib.to_config(obs, action)), trained_env_steps(prefix),
                   args.export)

@@ -83,14 +83,15 @@ def _random_actions(rng: np.random.Generator, action: ActionSpec, n: int) -> np.
 
 def main(argv=None) -> int:
     try:
-        return _benchmark(*parse_args(argv))
+        args, hp = parse_args(argv)
+        with tempfile.TemporaryDirectory(prefix="a3c_bench_") as logdir:  # the trainer's files, nothing to keep
+            return _benchmark(args, hp, logdir)
     except ConfigError as e:  # bad flags, or an env / network the config cannot build
         print(f"error: {e}", file=sys.stderr)
         return 2
 
 
-def _benchmark(args: argparse.Namespace, hp: hparams_lib.HParams) -> int:
-    logdir = tempfile.mkdtemp(prefix="a3c_bench_")
+def _benchmark(args: argparse.Namespace, hp: hparams_lib.HParams, logdir: str) -> int:
     hp = hparams_lib.dataclasses.replace(hp, logdir=logdir, progress_bar=False, total_env_steps=10**12,
                                          log_interval_s=1e6, checkpoint_interval_s=1e6)
     configure_tensorflow(hp)

@@ -155,6 +155,11 @@ class HParams:
     log_std_init: float = 0.0
     """Continuous actions only: the Gaussian policy's starting log standard deviation, the same for every action
     dimension (0: std 1, as wide as a [-1, 1] action range; -1: std 0.37). Learned from there."""
+    std_head: str = "shared"
+    """Continuous actions only: where the Gaussian's log-std comes from. `shared`: one learned vector, the same in
+    every state. `state`: a linear head on the policy tower's features, as the A3C paper's continuous agent (its
+    sigma^2 was an output of the network), starting at --log-std-init in every state and clipped to [-5, 2]. Part
+    of the model. No preset uses it: on LunarLanderContinuous its std collapsed to the clip (docs/tuning.md)."""
     t_max: int = 5
     """Rollout length: agent steps per env between updates; the n of the n-step return."""
     t_max_per_thread: str = ""
@@ -199,6 +204,11 @@ class HParams:
     reward_scale: float = 1.0
     """Multiply the rewards the loss sees by this (after clipping, when on): e.g. 0.1 for Pendulum, whose step
     rewards reach -16. Logged returns are always the raw score."""
+    normalize_rewards: bool = False
+    """Divide the rewards the loss sees by the running std of each env's discounted return, clipped to [-10, 10]
+    (Stable-Baselines3's VecNormalize, which the RL Zoo's continuous-control recipes use), then times
+    --reward-scale. Not with --clip-rewards. The statistics are kept in checkpoints: a resume keeps this setting.
+    --executor local only."""
     total_env_steps: int = 10_000_000
     """Agent steps summed over all envs (1 step = `frameskip` frames) before training stops."""
     stop_at_env_steps: int | None = None
@@ -333,6 +343,7 @@ CHOICES = {
     "optimizer": ("rmsprop", "adam", "amsgrad"),
     "rmsprop_init": ("zeros", "ones", "debiased"),
     "torso_init": ("glorot", "orthogonal"),
+    "std_head": ("shared", "state"),
     "lr_schedule": ("constant", "linear"),
     "precision": ("float32", "bfloat16", "auto"),
     "executor": ("local", "ray"),
@@ -342,11 +353,12 @@ CHOICES = {
 }
 
 # Fields that change the trained weights' meaning; a checkpoint cannot be resumed or evaluated with others.
-MODEL_FIELDS = ("env_id", "network", "full_action_space", "normalize_obs", "algorithm", "center_frames")
-# Model fields added after checkpoints were shipped: the value a saved config without them was trained with.
-MODEL_FIELDS_ABSENT_MEANS = {"center_frames": False}
-# Fields the optimizer statistics in a checkpoint depend on: a resume must keep them.
-OPTIMIZER_FIELDS = ("optimizer", "per_thread_stats")
+MODEL_FIELDS = ("env_id", "network", "full_action_space", "normalize_obs", "algorithm", "center_frames", "std_head")
+# Fields added after checkpoints were shipped (model or statistics fields): the value a saved config without them
+# was trained with.
+MODEL_FIELDS_ABSENT_MEANS = {"center_frames": False, "std_head": "shared", "normalize_rewards": False}
+# Fields the statistics in a checkpoint (the optimizer's, the returns') depend on: a resume must keep them.
+OPTIMIZER_FIELDS = ("optimizer", "per_thread_stats", "normalize_rewards")
 # Settings of the env that a resumed run may change, but with a warning: the policy was trained under the old ones.
 ENV_FIELDS = ("frameskip", "repeat_action_probability", "noop_max", "max_episode_frames", "episodic_life")
 
@@ -433,6 +445,11 @@ def validate(hp: HParams) -> HParams:
     need(hp.ps_shards == 1 or not hp.normalize_obs,
          f"--ps-shards {hp.ps_shards} with --normalize-obs: the observation statistics live on one server; use "
          f"--ps-shards 1 or drop --normalize-obs")
+    need(not (hp.normalize_rewards and hp.clip_rewards),
+         "--normalize-rewards with --clip-rewards: the clipped rewards would be normalised again; add "
+         "--no-clip-rewards (or drop --normalize-rewards)")
+    need(hp.executor == "local" or not hp.normalize_rewards,
+         "--normalize-rewards is for --executor local (its return statistics live with the learner threads)")
     need(hp.executor == "local" or not hp.histogram_interval_updates,
          "--histogram-interval-updates is for --executor local (the parameter server sees gradients, not rollouts)")
     need(hp.executor == "local" or not hp.per_thread_stats,

@@ -77,6 +77,8 @@ _TORSOS = {
     "nature": ([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512),  # Mnih et al. 2015, DQN Nature
 }
 TORSO_INITS = ("glorot", "orthogonal")
+STD_HEADS = ("shared", "state")  # hparams.std_head: the Gaussian's log-std one learned vector, or a head
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # a state head's log-std range (std 0.007 to 7.4), as --log-std-init's
 MLP_UNITS = (64, 64)  # per tower (policy, value), tanh: the A2C / PPO baselines' net for flat observations
 # --network name: (torso, LSTM units after the torso's fc layer, or 0 for a feed-forward net)
 NETWORKS = {
@@ -269,7 +271,7 @@ class PolicyValueNet(keras.Model):
     def __init__(self, action: ActionSpec | int, kind: str = "a3c", precision: str = "float32",
                  space_to_depth: bool = True, obs: ObsSpec = ATARI_OBS, normalize_obs: bool = False,
                  q_head: bool = False, torso_init: str = "glorot", center_frames: bool = False,
-                 log_std_init: float = 0.0, **kwargs):
+                 log_std_init: float = 0.0, std_head: str = "shared", **kwargs):
         super().__init__(**kwargs)
         if torso_init not in TORSO_INITS:
             raise ValueError(f"unknown torso_init {torso_init!r}; choose one of {', '.join(TORSO_INITS)}")
@@ -327,9 +329,16 @@ class PolicyValueNet(keras.Model):
         # Small policy init keeps the first policy near uniform (high entropy), as in A2C/PPO baselines.
         self.policy_head = keras.layers.Dense(
             action.size, name="policy", kernel_initializer=keras.initializers.Orthogonal(0.01))
-        if not action.is_discrete:  # the Gaussian's log-std: learned, the same in every state
+        if std_head not in STD_HEADS:
+            raise ValueError(f"unknown std_head {std_head!r}; choose one of {', '.join(STD_HEADS)}")
+        self.std_head = std_head if not action.is_discrete else None
+        if self.std_head == "shared":  # the Gaussian's log-std: learned, the same in every state
             self.log_std = self.add_weight(name="log_std", shape=(action.size,),
                                            initializer=keras.initializers.Constant(log_std_init))
+        elif self.std_head == "state":  # a function of the state, starting at log_std_init everywhere
+            self.log_std_head = keras.layers.Dense(
+                action.size, name="log_std", kernel_initializer="zeros",
+                bias_initializer=keras.initializers.Constant(log_std_init))
         self.q_head = q_head
         if q_head:  # ACER: Q(s, .) for every action, and V(s) = sum_a pi(a|s) Q(s, a) instead of a value head
             if not action.is_discrete:
@@ -408,8 +417,11 @@ class PolicyValueNet(keras.Model):
         """(policy params, value, Q values or None)."""
         policy_x, value_x = tf.split(x, 2, axis=-1) if self.mlp else (x, x)
         params = self.policy_head(policy_x)
-        if not self.action_spec.is_discrete:
+        if self.std_head == "shared":
             params = tf.concat([params, tf.broadcast_to(self.log_std, tf.shape(params))], -1)
+        elif self.std_head == "state":
+            log_std = tf.clip_by_value(self.log_std_head(policy_x), LOG_STD_MIN, LOG_STD_MAX)
+            params = tf.concat([params, log_std], -1)
         if self.q_head:
             q = self.q_values_head(value_x)
             return params, tf.reduce_sum(tf.nn.softmax(params) * q, -1), q
@@ -466,11 +478,11 @@ def dead_unit_fractions(relu_layers: list) -> dict:
 def build_network(action: ActionSpec | int, kind: str = "a3c", device: str | None = None,
                   precision: str = "float32", space_to_depth: bool = True, obs: ObsSpec = ATARI_OBS,
                   normalize_obs: bool = False, q_head: bool = False, torso_init: str = "glorot",
-                  center_frames: bool = False, log_std_init: float = 0.0) -> PolicyValueNet:
+                  center_frames: bool = False, log_std_init: float = 0.0, std_head: str = "shared") -> PolicyValueNet:
     """Create the network for `obs` -> `action` (an int A = A discrete actions) with its variables on `device`
     (default: compute_device())."""
     with tf.device(device or compute_device()):
         net = PolicyValueNet(action, kind, precision, space_to_depth, obs, normalize_obs, q_head, torso_init,
-                             center_frames, log_std_init)
+                             center_frames, log_std_init, std_head)
         net(tf.zeros((1,) + tuple(obs.shape), obs.dtype))  # build the variables on that device
     return net

@@ -9,7 +9,7 @@ ring, once per such step. Flat observations are kept whole.
 
 `sample` returns `[T, B]` batches of rollouts as they were collected, each column from a random stored rollout
 (of a random env), with the T + 1 observations a Q-value bootstrap needs: a rollout becomes sampleable once the
-next one (which holds its s_T) is stored.
+next one (which holds its s_T) is stored. `sample_many` returns several such batches stacked, as one gather.
 
 `arrays()` / `load_arrays(...)` turn a memory into plain named arrays and back (bit for bit), for the
 checkpoint store to write beside a checkpoint (--save-replay).
@@ -131,29 +131,37 @@ class ReplayMemory:
     def sample(self, rng: np.random.Generator, columns: int | None = None) -> ReplaySample:
         """A [T, columns] batch (columns defaults to the memory's B envs): each column is one env's part of a
         stored rollout, both chosen at random (with replacement)."""
-        count = self.sampleable()
-        if count < 1:
+        return ReplaySample(*(a[0] for a in self.sample_many(rng, 1, columns)))
+
+    def sample_many(self, rng: np.random.Generator, count: int, columns: int | None = None) -> ReplaySample:
+        """`count` batches at once, each field with a leading `[count]` axis: the batches `count` calls of `sample`
+        would return from the same generator (the same draws in the same order), gathered in one pass, so a learner
+        can hand them all to one graph call."""
+        sampleable = self.sampleable()
+        if sampleable < 1:
             raise ValueError("nothing to sample yet: the memory needs two rollouts")
         T, B = self.t_max, self.num_envs
         C = B if columns is None else columns
         newest_sampleable = self.steps // T - 2  # absolute rollout index; the newest rollout waits for its s_T
-        rollouts = newest_sampleable - rng.integers(0, count, C)
-        envs = rng.integers(0, B, C)
-        starts = rollouts * T
-        steps = starts[None, :] + np.arange(T + 1)[:, None]  # [T + 1, C] absolute steps
+        rollouts, envs = np.zeros((count, C), np.int64), np.zeros((count, C), np.int64)
+        for i in range(count):  # batch by batch, as `sample` draws them
+            rollouts[i] = newest_sampleable - rng.integers(0, sampleable, C)
+            envs[i] = rng.integers(0, B, C)
+        steps = rollouts[:, None, :] * T + np.arange(T + 1)[None, :, None]  # [count, T + 1, C] absolute steps
+        env_of = envs[:, None, :]  # [count, 1, C]
         if self.stacked:
             # Every stack from the ring's last k frames in one gather; the few whose last k steps hold an
             # episode start (a whole stack kept beside the ring) are rebuilt one by one.
-            frame_steps = (steps[..., None] - np.arange(self.k - 1, -1, -1)) % self.n  # [T + 1, C, k]
-            obs = self.frames[frame_steps, envs[None, :, None]]
-            for t, j in zip(*np.nonzero(self.has_stack[frame_steps, envs[None, :, None]].any(-1))):
-                obs[t, j] = self._observation(int(steps[t, j]), int(envs[j]))
+            frame_steps = (steps[..., None] - np.arange(self.k - 1, -1, -1)) % self.n  # [count, T + 1, C, k]
+            obs = self.frames[frame_steps, env_of[..., None]]
+            for i, t, j in zip(*np.nonzero(self.has_stack[frame_steps, env_of[..., None]].any(-1))):
+                obs[i, t, j] = self._observation(int(steps[i, t, j]), int(envs[i, j]))
         else:
-            obs = self.frames[steps % self.n, envs]
-        now, nxt = steps[:-1] % self.n, steps % self.n
-        return ReplaySample(obs, self.actions[now, envs], self.rewards[now, envs], self.terminated[now, envs],
-                            self.truncated[now, envs], self.valid[now, envs], self.resets[nxt, envs],
-                            self.states[(rollouts % self.slots), envs], self.probs[now, envs])
+            obs = self.frames[steps % self.n, env_of]
+        now, nxt = steps[:, :-1] % self.n, steps % self.n
+        return ReplaySample(obs, self.actions[now, env_of], self.rewards[now, env_of], self.terminated[now, env_of],
+                            self.truncated[now, env_of], self.valid[now, env_of], self.resets[nxt, env_of],
+                            self.states[rollouts % self.slots, envs], self.probs[now, env_of])
 
     # -- as named arrays, for a checkpoint ---------------------------------------------------------------
     _RING = ("frames", "actions", "rewards", "terminated", "truncated", "valid", "resets", "probs")

@@ -96,7 +96,9 @@ def test_both_networks_share_one_frame_preprocessing_and_the_update_is_unchanged
     agents = _agents(hp)
     for _ in range(4):
         rollout, _ = agents.collect(learner.policy(), hp.t_max)
-        learner.train_on(rollout, 1e-2)  # the average network now differs from the weights
+        # The average network now differs from the weights. (A step of 1e-2 sometimes killed every ReLU on these
+        # frames, leaving both networks the same policy: a KL of ~1e-35, one run in four.)
+        learner.train_on(rollout, 1e-3)
     assert any(not np.array_equal(a.numpy(), v.numpy()) for a, v in zip(learner.avg_net.variables,
                                                                          learner.net.variables))
     batch = learner.memories[0].sample(np.random.default_rng(3))
@@ -116,6 +118,38 @@ def test_both_networks_share_one_frame_preprocessing_and_the_update_is_unchanged
         batch.initial_state, batch.behaviour_probs, np.zeros(B, np.float32), np.float32(0.0))
     np.testing.assert_allclose(float(got["loss"]), float(want), rtol=1e-5)
     np.testing.assert_allclose(float(got["trust_region_kl"]), float(parts["trust_region_kl"]), rtol=1e-4)
+
+
+def test_a_rollouts_replayed_updates_in_one_call_equal_one_call_each():
+    """train_on hands a rollout's replayed batches to one graph (a while loop) instead of one call each: the weights,
+    the average network and the optimizer's statistics after it, and the metrics' means, must be those of the
+    updates applied one call at a time, in the same order. Two updates skipped, repeated or reordered would show."""
+    hp = _hp(replay_ratio=0.0, center_frames=True, acer_avg_decay=0.5)
+    learner = make_learner(hp, discrete(6))
+    agents = _agents(hp)
+    for _ in range(5):
+        rollout, _ = agents.collect(learner.policy(), hp.t_max)
+        learner.train_on(rollout, 1e-3)  # (1e-2 can kill every ReLU on these frames: see the test above)
+    memory, lr, count = learner.memories[0], np.float32(1e-3), 3
+    state = list(learner.net.variables) + list(learner.avg_net.variables) + list(learner.optimizers[0].variables)
+    before = [v.numpy() for v in state]
+    rng, each = np.random.default_rng(3), []
+    for _ in range(count):
+        batch = memory.sample(rng)
+        out = learner._acer_update(True, 0)(*batch, np.zeros(batch.actions.shape[1], np.float32), lr)
+        each.append({k: float(out[k]) for k in ACERLearner.REPLAY_METRICS})
+    one_at_a_time = [v.numpy() for v in state]
+    for v, value in zip(state, before):
+        v.assign(value)
+    got = learner._replay_updates(0)(*memory.sample_many(np.random.default_rng(3), count), lr)
+    moved = 0
+    for v, want, start in zip(state, one_at_a_time, before):
+        np.testing.assert_allclose(v.numpy(), want, rtol=1e-5, atol=1e-7, err_msg=v.name)
+        moved += not np.array_equal(want, start)
+    assert moved > len(state) // 2  # the updates did move the weights, the average and the statistics
+    for key in ACERLearner.REPLAY_METRICS:
+        np.testing.assert_allclose(float(got[key]), np.mean([m[key] for m in each]), rtol=1e-5, err_msg=key)
+    assert len({m["trust_region_kl"] for m in each}) == count  # three different updates, so the mean means something
 
 
 @pytest.fixture(scope="module")
@@ -188,11 +222,13 @@ def test_acer_refuses_continuous_actions_and_recurrent_networks(tmp_path):
 
 
 def test_benchmark_reports_acer_time_split_between_on_policy_and_replay(tmp_path):
-    out = tmp_path / "bench.json"
+    out, scratch = tmp_path / "bench.json", tmp_path / "tmp"
+    scratch.mkdir()
     code, stdout, err = run("benchmark.py", ["--preset", "smoke", "--algorithm", "acer", "--replay-start", 40,
                                              "--replay-capacity", 200, "--seconds", 4, "--warmup", 3, "--json", out],
-                            tmp_path, cli_env(fake=False), timeout=240)
+                            tmp_path, dict(cli_env(fake=False), TMPDIR=str(scratch)), timeout=240)
     assert code == 0, err[-2000:]
+    assert not list(scratch.iterdir())  # the run's temporary logdir (checkpoints, events) is gone
     split = json.loads(out.read_text())["acer_update_split"]
     assert split["on_policy_fraction"] + split["replay_fraction"] == pytest.approx(1.0, abs=2e-3)
     assert split["replay_fraction"] > 0 and split["off_policy_updates_per_rollout"] > 0  # replay did run
@@ -230,10 +266,11 @@ def test_off_policy_batches_take_replay_batch_envs_columns():
     learner.hp = hp
     rollout, _ = _agents(hp).collect(learner.policy(), hp.t_max)
     seen = []
-    real = learner.memories[0].sample
-    learner.memories[0].sample = lambda rng, columns=None: seen.append(columns) or real(rng, columns)
+    real = learner.memories[0].sample_many
+    learner.memories[0].sample_many = lambda rng, count, columns=None: seen.append((count, columns)) or real(
+        rng, count, columns)
     m = learner.train_on(rollout, 1e-4)
-    assert m["off_policy_updates"] > 0 and seen == [2] * m["off_policy_updates"] and m["applied"]
+    assert m["off_policy_updates"] > 0 and seen == [(m["off_policy_updates"], 2)] and m["applied"]
 
 
 def _copy_run(acer_run, tmp_path):

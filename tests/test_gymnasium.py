@@ -106,6 +106,30 @@ def test_log_std_init_sets_the_gaussians_starting_width_and_is_refused_for_discr
         make_learner(_hp("CartPole-v1", log_std_init=-1.0), specs.discrete(2), obs=specs.ObsSpec((4,), "float32"))
 
 
+def test_a_state_std_head_starts_at_log_std_init_everywhere_learns_per_state_and_is_clipped():
+    box, flat = specs.ActionSpec("box", 2, (-1.0, -1.0), (1.0, 1.0)), specs.ObsSpec((8,), "float32")
+    net = build_network(box, "mlp", "/CPU:0", obs=flat, log_std_init=-1.0, std_head="state")
+    assert not any(v.name == "log_std" and v.shape == (2,) for v in net.variables)  # no shared vector
+    half = np.random.default_rng(0).normal(size=(3, 8))
+    obs = tf.constant(np.concatenate([half, -half]), tf.float32)  # tanh towers without biases: opposite features
+    np.testing.assert_allclose(net(obs).policy_params.numpy()[:, 2:], -1.0)  # as the shared head would start
+    # One gradient step on the log-likelihood of wide actions in half the states: the log-std rises there more
+    # than elsewhere, which a vector shared by every state cannot do.
+    wide = tf.constant([[3.0, -3.0]] * 3 + [[0.0, 0.0]] * 3)
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(net.dist.log_prob(net(obs).policy_params, wide))
+    head = [v for v in net.trainable_variables if "log_std" in v.path]
+    grads = tape.gradient(loss, head)
+    assert len(head) == 2 and all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+    for v, g in zip(head, grads):
+        v.assign_sub(0.5 * g)
+    log_std = net(obs).policy_params.numpy()[:, 2:]
+    assert len(np.unique(np.round(log_std, 6))) > 1 and log_std[:3].mean() > log_std[3:].mean()
+    head[1].assign([9.0, -9.0])  # the bias: beyond the range on both sides
+    head[0].assign(tf.zeros_like(head[0]))
+    np.testing.assert_allclose(net(obs).policy_params.numpy()[:, 2:], [[2.0, -5.0]] * 6)
+
+
 @pytest.mark.parametrize("kind, obs, expected", [
     ("auto", specs.ATARI_OBS, "a3c"), ("auto", specs.ObsSpec((4,), "float32"), "mlp"),
     ("a3c-lstm", specs.ATARI_OBS, "a3c-lstm"), ("mlp", specs.ObsSpec((4,), "float32"), "mlp"),
@@ -198,6 +222,37 @@ def test_pendulum_gaussian_policy_trains_and_checkpoints_its_obs_normalisation(t
     assert not (tmp_path / "eps").exists()  # refused from the saved config, before --out is made
 
 
+def test_pendulum_with_a_state_std_head_and_normalised_rewards_trains_evaluates_and_resumes_only_as_it_was(tmp_path):
+    logdir = str(tmp_path / "run")
+    env = cli_env(fake=False)
+    args = ["--preset", "pendulum", "--logdir", logdir, "--threads", 1] + QUIET
+    code, _, err = run("a3c.py", args + ["--std-head", "state", "--normalize-rewards", "--total-env-steps", 800],
+                       tmp_path, env, "train", timeout=180)
+    assert code == 0, err[-2000:]
+    config = json.load(open(os.path.join(logdir, "config.json")))
+    assert config["std_head"] == "state" and config["normalize_rewards"] is True
+    prefix = tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints"))
+    reader = tf.train.load_checkpoint(prefix)
+    names = [name for name, _ in tf.train.list_variables(prefix) if "OPTIMIZER" not in name]
+    assert any(name.startswith("model/log_std_head/") and "kernel" in name for name in names), names
+    count = [reader.get_tensor(n) for n in names if n.startswith("reward_norm/count")]
+    var = [reader.get_tensor(n) for n in names if n.startswith("reward_norm/var")]
+    steps = reader.get_tensor("env_steps/.ATTRIBUTES/VARIABLE_VALUE")  # 13 rollouts of 8 envs x 8 steps: 832
+    # Every step's return, once (+ the 1e-4 prior): 104 steps per env, within Pendulum's 200, so none is an autoreset
+    assert count and count[0] == pytest.approx(steps, abs=1e-3) and steps >= 800
+    assert var and var[0] > 1.0  # Pendulum's returns (rewards down to -16 a step) spread far wider than the prior
+    before = file_hashes(logdir)
+    for changed, field in ((["--std-head", "shared", "--normalize-rewards"], "std_head='state'"),
+                           (["--std-head", "state", "--no-normalize-rewards"], "normalize_rewards=True")):
+        code, _, err = run("a3c.py", args + changed + ["--total-env-steps", 1600], tmp_path, env, "resume")
+        assert code == 2 and f"trained with {field}" in one_error_line(err), err
+    assert file_hashes(logdir) == before
+    code, _, err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "eval", "--episodes", 1,
+                                       "--record", 0], tmp_path, env, "eval", timeout=180)
+    assert code == 0, err[-2000:]  # the saved config builds the same head for evaluation
+    assert json.load(open(tmp_path / "eval" / "scores.json"))["lengths"] == [200]
+
+
 def test_bad_input_for_new_envs_fails_in_one_line_without_touching_the_run(cartpole_run, tmp_path):
     logdir, _ = cartpole_run
     before = file_hashes(logdir)
@@ -217,6 +272,16 @@ def test_bad_input_for_new_envs_fails_in_one_line_without_touching_the_run(cartp
                                "NoSuchGame"),
         "other_env_same_logdir": ("a3c.py", ["--preset", "cartpole", "--env-id", "Acrobot-v1", "--logdir", logdir],
                                   real, "trained with env_id='CartPole-v1'"),
+        "std_head_for_discrete": ("a3c.py", ["--preset", "cartpole", "--std-head", "state", "--logdir",
+                                             tmp_path / "h"], real,
+                                  "--std-head state is for continuous actions (a Gaussian policy)"),
+        "normalize_rewards_clipped": ("a3c.py", ["--normalize-rewards", "--logdir", tmp_path / "j"], fake,
+                                      "--normalize-rewards with --clip-rewards"),
+        "normalize_rewards_ray": ("a3c.py", ["--preset", "pendulum", "--normalize-rewards", "--executor", "ray",
+                                             "--logdir", tmp_path / "k"], real,
+                                  "--normalize-rewards is for --executor local"),
+        "std_head_unknown": ("a3c.py", ["--std-head", "wide", "--logdir", tmp_path / "i"], fake,
+                             "--std-head must be one of shared, state"),
         "eval_on_other_spaces": ("a3c_test.py", ["--model", logdir, "--out", tmp_path / "g", "--env-id",
                                                  "Pendulum-v1", "--record", 0],
                                  real, "has a network for observations (4,) float32, but Pendulum-v1 gives (3,)"),

@@ -187,3 +187,34 @@ def test_a_batch_of_fewer_or_more_columns_than_envs_holds_stored_rollouts():
         sample = memory.sample(rng, columns)
         assert sample.actions.shape == (T, columns) and sample.obs.shape == (T + 1, columns, K, H, W)
         _check_sample(sample, rollouts, stream, T)
+
+
+@pytest.mark.parametrize("T, rollouts, columns", [(5, 20, None), (2, 20, 7), (5, 4, 2)])  # wrapped; T < K-1; young
+def test_sample_many_stacks_the_batches_that_as_many_samples_draw(T, rollouts, columns):
+    """The learner hands a rollout's replayed batches to one graph call: they must be the batches (and the draws)
+    of as many `sample` calls, episode starts (whole stacks) included."""
+    memory, _ = _filled(T, rollouts, seed=5)
+    assert memory.whole_stacks  # some columns are rebuilt from a whole stack, not the ring alone
+    one_by_one, at_once = np.random.default_rng(11), np.random.default_rng(11)
+    singles = [memory.sample(one_by_one, columns) for _ in range(5)]
+    stacked = memory.sample_many(at_once, 5, columns)
+    for name, many, *each in zip(stacked._fields, stacked, *singles):
+        assert many.shape == (5,) + each[0].shape, name
+        np.testing.assert_array_equal(many, np.stack(each), err_msg=name)
+    assert one_by_one.integers(1 << 30) == at_once.integers(1 << 30)  # the generators are left alike
+
+
+def test_sample_many_of_flat_observations():
+    memory = ReplayMemory(20, 2, 5, (3,), np.float32, num_actions=2)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        memory.add(rng.random((5, 2, 3), np.float32), rng.integers(0, 2, (5, 2)).astype(np.int32),
+                   rng.random((5, 2), np.float32), np.zeros((5, 2), bool), np.zeros((5, 2), bool),
+                   np.ones((5, 2), bool), np.zeros((5, 2), bool), np.zeros((2, 0), np.float32),
+                   rng.random((5, 2, 2), np.float32))
+    a, b = np.random.default_rng(2), np.random.default_rng(2)
+    stacked = memory.sample_many(a, 3)
+    for i in range(3):
+        single = memory.sample(b)
+        for name, many, one in zip(single._fields, stacked, single):
+            np.testing.assert_array_equal(many[i], one, err_msg=name)

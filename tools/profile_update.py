@@ -47,6 +47,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, hparams_lib.HParams]:
     parser.add_argument("--calls", type=int, default=20, help="profiled train_on calls (default: 20)")
     parser.add_argument("--top", type=int, default=15, help="slowest ops listed by name (default: 15)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--keep-trace", action="store_true",
+                        help="keep the profiler's trace and print its directory, for TensorBoard's Profile tab "
+                             "(default: deleted with the run's temporary directory)")
     args, rest = parser.parse_known_args(argv)
     if args.calls < 1:
         raise ConfigError(f"--calls must be >= 1, got {args.calls}")
@@ -78,14 +81,17 @@ def op_times(xplane_path: str) -> collections.Counter:
 
 def main(argv=None) -> int:
     try:
-        return _profile(*parse_args(argv))
+        args, hp = parse_args(argv)
+        if args.keep_trace:
+            return _profile(args, hp, tempfile.mkdtemp(prefix="a3c_profile_"))
+        with tempfile.TemporaryDirectory(prefix="a3c_profile_") as logdir:
+            return _profile(args, hp, logdir)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
 
-def _profile(args: argparse.Namespace, hp: hparams_lib.HParams) -> int:
-    logdir = tempfile.mkdtemp(prefix="a3c_profile_")
+def _profile(args: argparse.Namespace, hp: hparams_lib.HParams, logdir: str) -> int:
     hp = dataclasses.replace(hp, logdir=logdir, progress_bar=False)
     if hp.algorithm == "acer":  # replay from the second filled rollout on, so the profile sees replayed updates
         hp = dataclasses.replace(hp, replay_start=min(hp.replay_start, hp.envs_per_thread * hp.t_max_of(0)))
@@ -139,6 +145,8 @@ def _profile(args: argparse.Namespace, hp: hparams_lib.HParams) -> int:
                   wall_ms_per_call=round(wall_ms, 3), updates_per_call=round(float(np.mean(updates)), 2),
                   op_ms_per_call=round(op_ms, 3), precision=learner.precision, cpus=os.cpu_count(),
                   op_types_ms={k: round(v, 3) for k, v in by_type.most_common()})
+    if args.keep_trace:
+        print(f"trace: {trace_dir} (tensorboard --logdir {trace_dir}, Profile tab)")
     print(json.dumps(result))
     if args.json:
         with open(args.json, "w") as f:
