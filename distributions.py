@@ -5,6 +5,11 @@
                       (a state-dependent mean and a learned, state-independent log-std, as in the A3C paper's
                       continuous-control agent and PPO/A2C baselines)
 
+gSDE (generalized state-dependent exploration; Raffin, Kober and Stulp, "Smooth Exploration for Robotic
+Reinforcement Learning", CoRL 2021, arXiv 2005.05719) keeps DiagGaussian's params and math: its log-std is
+`sde_log_std(features, L)`, the std of the noise `features @ W` with W_ij ~ N(0, exp(L_ij)^2), and it explores with
+`sde_noise`, one W per env held for a number of steps instead of fresh noise at every step.
+
 Each has `sample(params, seed)` (stateless: the same seed gives the same actions), `mode(params)` (the greedy
 action), `log_prob(params, actions)` and `entropy(params)`, all over leading dimensions of any rank: `[B]` when
 acting, `[T, B]` in the loss. A Gaussian's samples are NOT clipped here: the env family clips what the env gets
@@ -74,6 +79,26 @@ class DiagGaussian:
         """Sum over D of 0.5 + 0.5 log(2 pi) + log_std (the Gaussian's differential entropy, in nats)."""
         _, log_std = self.split(params)
         return tf.reduce_sum(log_std + 0.5 + self.HALF_LOG_2PI, axis=-1)
+
+
+SDE_VARIANCE_EPS = 1e-6  # added to gSDE's variance: a state whose features are all 0 still has std 1e-3
+
+
+def sde_log_std(features, log_std_matrix):
+    """gSDE's log-std per action dimension: features [..., F] (the policy's last hidden layer, gradient stopped by
+    the caller), log_std_matrix L [F, D] -> [..., D] = 0.5 log(sum_i features_i^2 exp(2 L_id) + eps), the std of
+    `sde_noise` for those features."""
+    variance = tf.tensordot(tf.square(features), tf.exp(2.0 * log_std_matrix), axes=1)
+    return 0.5 * tf.math.log(variance + SDE_VARIANCE_EPS)
+
+
+def sde_noise(features, log_std_matrix, seed):
+    """gSDE's exploration noise: features [B, F], log_std_matrix L [F, D], seed [2] int32 -> [B, D] float32,
+    row b = features_b @ W_b with W_b = exp(L) * Z_b, Z_b [F, D] standard normal drawn from `seed` (stateless:
+    the same seed, the same B matrices, so a caller that keeps the seed keeps each env's W)."""
+    z = tf.random.stateless_normal(tf.concat([tf.shape(features), tf.shape(log_std_matrix)[-1:]], 0), seed,
+                                   dtype=features.dtype)
+    return tf.einsum("bf,bfd->bd", features, tf.exp(log_std_matrix) * z)
 
 
 def for_action_spec(action: ActionSpec):

@@ -9,7 +9,9 @@ S = 0 for the feed-forward nets, so pass a `[B, 0]` array) and returns the greed
 Gaussian's mean `[B, D]` float32, unclipped), `policy_params` (distributions.py; for discrete actions also under
 the name `logits [B, A]`), `value [B]` and the next `state [B, S]`. Beside saved_model.pb, `a3c_config.json`
 holds the training config (env settings, network, observation and action spaces) and the env steps the policy
-was trained for, so a3c_test.py can rebuild the env.
+was trained for, so a3c_test.py can rebuild the env. A gSDE policy (--std-head sde) exports its Gaussian
+(policy_params): sampled from an export, its noise is drawn afresh at every step, not held for a rollout as in
+training.
 
 Owns: writing and loading exported policies.
 Must not: train or read checkpoints (checkpoints.py does).

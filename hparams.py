@@ -159,7 +159,15 @@ class HParams:
     """Continuous actions only: where the Gaussian's log-std comes from. `shared`: one learned vector, the same in
     every state. `state`: a linear head on the policy tower's features, as the A3C paper's continuous agent (its
     sigma^2 was an output of the network), starting at --log-std-init in every state and clipped to [-5, 2]. Part
-    of the model. No preset uses it: on LunarLanderContinuous its std collapsed to the clip (docs/tuning.md)."""
+    of the model. No preset uses it: on LunarLanderContinuous its std collapsed to the clip (docs/tuning.md).
+    `sde`: generalized state-dependent exploration (gSDE, Raffin et al. 2021, as the RL Zoo's A2C and PPO use for
+    BipedalWalker and LunarLanderContinuous): the noise is the policy tower's last features times a random matrix
+    W ~ N(0, exp(L)^2) per env, redrawn every --sde-sample-steps steps, so exploration is smooth in time and
+    shrinks where the features are small; L ([features, D], starting at --log-std-init) is learned through the
+    Gaussian's log-likelihood, log-std = 0.5 log(sum_i f_i^2 exp(2 L_id))."""
+    sde_sample_steps: int = 0
+    """--std-head sde only: draw each env's noise matrix anew every this many agent steps. 0: every --t-max steps,
+    once per rollout (the RL Zoo's sde_sample_freq -1). Evaluation with --sample draws it the same way."""
     t_max: int = 5
     """Rollout length: agent steps per env between updates; the n of the n-step return."""
     t_max_per_thread: str = ""
@@ -343,7 +351,7 @@ CHOICES = {
     "optimizer": ("rmsprop", "adam", "amsgrad"),
     "rmsprop_init": ("zeros", "ones", "debiased"),
     "torso_init": ("glorot", "orthogonal"),
-    "std_head": ("shared", "state"),
+    "std_head": ("shared", "state", "sde"),
     "lr_schedule": ("constant", "linear"),
     "precision": ("float32", "bfloat16", "auto"),
     "executor": ("local", "ray"),
@@ -418,6 +426,9 @@ def validate(hp: HParams) -> HParams:
                                      f"{hp.threads} --threads; give at most one per thread")
     need(math.isfinite(hp.log_std_init) and -5.0 <= hp.log_std_init <= 2.0,
          f"--log-std-init must be within [-5, 2] (a starting std from 0.007 to 7.4), got {hp.log_std_init:g}")
+    need(hp.sde_sample_steps >= 0, f"--sde-sample-steps must be >= 0 (0: once per rollout), got {hp.sde_sample_steps}")
+    need(hp.sde_sample_steps == 0 or hp.std_head == "sde",
+         f"--sde-sample-steps is for --std-head sde (gSDE's noise); this run's --std-head is {hp.std_head}")
     need(bool(hp.logdir), "--logdir must not be empty")
     need(hp.executor == "ray" or not hp.ray_address,
          f"--ray-address {hp.ray_address} needs --executor ray (the local executor runs in this process)")

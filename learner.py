@@ -39,6 +39,7 @@ import a3c_math  # noqa: E402  (imports TensorFlow, which must come in quietly f
 import acer_math  # noqa: E402
 import replay  # noqa: E402
 from batch_agents import Rollout  # noqa: E402
+from distributions import sde_noise  # noqa: E402
 from errors import ConfigError  # noqa: E402
 from hparams import HParams  # noqa: E402
 from network import (NETWORKS, build_network, dead_unit_fractions, resolve_devices, resolve_kind,  # noqa: E402
@@ -154,6 +155,16 @@ class A3CLearner:
         self._assigns = {}  # (trainable only, dtypes) -> set_weights' traced assign
 
     def _make_act(self, net, device):
+        sde_period = self.hp.sde_sample_steps or self.hp.t_max
+
+        def explore(out, seed):
+            if out.sde_features is None:
+                return net.dist.sample(out.policy_params, seed)
+            # gSDE: BatchAgents counts seed[1] up by one per act from 1, so steps 1..period share a noise matrix,
+            # a rollout of t_max steps (its first act ran at the end of the one before) one matrix per env.
+            block = tf.stack([seed[0], (seed[1] - 1) // sde_period])
+            return net.dist.mode(out.policy_params) + sde_noise(out.sde_features, net.sde_log_std, block)
+
         @tf.function(input_signature=[tf.TensorSpec([None, *net.obs_spec.shape], net.obs_spec.dtype),
                                       tf.TensorSpec([None, net.state_size], tf.float32),
                                       tf.TensorSpec([None], tf.bool), tf.TensorSpec([2], tf.int32),
@@ -162,8 +173,7 @@ class A3CLearner:
             with tf.device(device):
                 state = tf.where(reset[:, None], tf.zeros_like(state), state)
                 out = net(obs, state)
-                action = tf.cond(greedy, lambda: net.dist.mode(out.policy_params),
-                                 lambda: net.dist.sample(out.policy_params, seed))
+                action = tf.cond(greedy, lambda: net.dist.mode(out.policy_params), lambda: explore(out, seed))
                 # mu(a|s) for V-trace: what the acting weights thought of the action they chose
                 return action, out.value, out.state, net.dist.log_prob(out.policy_params, action), out.policy_params
         return act

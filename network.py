@@ -19,7 +19,8 @@ network, so checkpoints hold them, and the train step updates them from each rol
 
 Output: `AgentOutput(policy_params, value [B] float32, state)`. `policy_params` are the parameters of the
 head's action distribution (distributions.py): logits `[B, A]` for discrete actions, mean and log-std `[B, 2D]`
-for Box actions (a state-dependent mean, a learned state-independent log-std). `state` is the recurrent core state:
+for Box actions (a state-dependent mean; the log-std one learned vector, a linear head, or gSDE's, as --std-head
+says; with gSDE also `sde_features`, what its exploration noise is made of). `state` is the recurrent core state:
 `[B, 0]` for the feed-forward nets, `[B, 2 * units]` (h and c) for `a3c-lstm` (the A3C paper's LSTM agent: its
 conv torso and fc256, then an LSTM of 256 cells, then the heads; we add a LayerNorm on the cell's input). `call` is one step; `unroll` runs a whole
 `[T, B]` rollout from its initial state with the same resets `act` applied, for the train step's truncated
@@ -34,7 +35,7 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
-from distributions import for_action_spec
+from distributions import for_action_spec, sde_log_std
 from specs import ATARI_OBS, ActionSpec, ObsSpec, as_action_spec
 
 OBS_SHAPE = ATARI_OBS.shape  # (frame stack, height, width), AtariVectorEnv's layout
@@ -45,6 +46,7 @@ class AgentOutput(NamedTuple):
     value: tf.Tensor  # [B] float32, V(s)
     state: tf.Tensor  # [B, S] float32 recurrent state after this step (S = 0 for feed-forward nets)
     q_values: tf.Tensor | None = None  # [B, A] float32, Q(s, .) (ACER's Q head; None without one)
+    sde_features: tf.Tensor | None = None  # [B, F] float32, gSDE's features for its exploration noise (--std-head sde)
 
 
 def compute_device() -> str:
@@ -77,7 +79,7 @@ _TORSOS = {
     "nature": ([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512),  # Mnih et al. 2015, DQN Nature
 }
 TORSO_INITS = ("glorot", "orthogonal")
-STD_HEADS = ("shared", "state")  # hparams.std_head: the Gaussian's log-std one learned vector, or a head
+STD_HEADS = ("shared", "state", "sde")  # hparams.std_head: the Gaussian's log-std one learned vector, a head, or gSDE's
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # a state head's log-std range (std 0.007 to 7.4), as --log-std-init's
 MLP_UNITS = (64, 64)  # per tower (policy, value), tanh: the A2C / PPO baselines' net for flat observations
 # --network name: (torso, LSTM units after the torso's fc layer, or 0 for a feed-forward net)
@@ -339,6 +341,9 @@ class PolicyValueNet(keras.Model):
             self.log_std_head = keras.layers.Dense(
                 action.size, name="log_std", kernel_initializer="zeros",
                 bias_initializer=keras.initializers.Constant(log_std_init))
+        elif self.std_head == "sde":  # gSDE: the log-std of each feature's weight in the noise, per action dimension
+            self.sde_log_std = self.add_weight(name="sde_log_std", shape=(lstm_units or hidden, action.size),
+                                               initializer=keras.initializers.Constant(log_std_init))
         self.q_head = q_head
         if q_head:  # ACER: Q(s, .) for every action, and V(s) = sum_a pi(a|s) Q(s, a) instead of a value head
             if not action.is_discrete:
@@ -414,18 +419,22 @@ class PolicyValueNet(keras.Model):
                                  tf.reshape(mask, [-1]))
 
     def _heads(self, x) -> tuple:
-        """(policy params, value, Q values or None)."""
+        """(policy params, value, Q values or None, gSDE's features or None)."""
         policy_x, value_x = tf.split(x, 2, axis=-1) if self.mlp else (x, x)
-        params = self.policy_head(policy_x)
+        params, sde_features = self.policy_head(policy_x), None
         if self.std_head == "shared":
             params = tf.concat([params, tf.broadcast_to(self.log_std, tf.shape(params))], -1)
         elif self.std_head == "state":
             log_std = tf.clip_by_value(self.log_std_head(policy_x), LOG_STD_MIN, LOG_STD_MAX)
             params = tf.concat([params, log_std], -1)
+        elif self.std_head == "sde":
+            # The features only shape the noise: the loss moves L, not the torso (gSDE's learn_features=False).
+            sde_features = tf.stop_gradient(policy_x)
+            params = tf.concat([params, sde_log_std(sde_features, self.sde_log_std)], -1)
         if self.q_head:
             q = self.q_values_head(value_x)
-            return params, tf.reduce_sum(tf.nn.softmax(params) * q, -1), q
-        return params, tf.squeeze(self.value_head(value_x), -1), None
+            return params, tf.reduce_sum(tf.nn.softmax(params) * q, -1), q, sde_features
+        return params, tf.squeeze(self.value_head(value_x), -1), None, sde_features
 
     def call(self, obs, state=None) -> AgentOutput:
         """One step for a batch: observations `[B, *obs_shape]`, state `[B, S]` (None = zeros) -> AgentOutput."""
@@ -434,8 +443,8 @@ class PolicyValueNet(keras.Model):
             state = tf.zeros([tf.shape(obs)[0], self.state_size], tf.float32)
         if self.lstm_units:
             x, state = self.lstm(self.lstm_input_norm(x), state)
-        params, value, q = self._heads(x)
-        return AgentOutput(params, value, state, q)
+        params, value, q, sde_features = self._heads(x)
+        return AgentOutput(params, value, state, q, sde_features)
 
     def unroll(self, obs, initial_state, resets, frames_in=None) -> AgentOutput:
         """T steps of B envs: observations `[T, B, *obs_shape]`, state before step 0 `[B, S]`, resets `[T, B]`
@@ -460,8 +469,8 @@ class PolicyValueNet(keras.Model):
             x = outputs.stack()
         else:
             x = tf.reshape(x, [T, B, x.shape[-1]])
-        params, value, q = self._heads(x)
-        return AgentOutput(params, value, state, q)
+        params, value, q, sde_features = self._heads(x)
+        return AgentOutput(params, value, state, q, sde_features)
 
 
 def dead_unit_fractions(relu_layers: list) -> dict:
