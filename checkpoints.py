@@ -360,8 +360,8 @@ class CheckpointStore:
     def __init__(self, logdir: str, keep: int):
         self.logdir = logdir
         self.keep = keep
+        # The directory is made by the first save, so a run refused before it leaves no empty checkpoints/ behind.
         self.ckpt_dir = os.path.join(logdir, CHECKPOINT_SUBDIR)
-        os.makedirs(self.ckpt_dir, exist_ok=True)
         # A crash mid-save can leave ckpt-N_temp/ behind; TF never reads it, and the caller holds the logdir lock.
         for stale in glob.glob(os.path.join(glob.escape(self.ckpt_dir), "ckpt-*_temp")):
             shutil.rmtree(stale, ignore_errors=True)
@@ -475,6 +475,7 @@ class CheckpointStore:
         prefix = os.path.join(self.ckpt_dir, f"ckpt-{steps}")
         try:
             with io_errors(f"could not write checkpoint {prefix}"):
+                os.makedirs(self.ckpt_dir, exist_ok=True)
                 path = self.manager.save(checkpoint_number=steps)
         except RunError as e:
             self._remove_failed_save(prefix)

@@ -36,6 +36,7 @@ import keras
 import tensorflow as tf
 
 from distributions import for_action_spec, sde_log_std
+from hparams import CHOICES
 from specs import ATARI_OBS, ActionSpec, ObsSpec, as_action_spec
 
 OBS_SHAPE = ATARI_OBS.shape  # (frame stack, height, width), AtariVectorEnv's layout
@@ -79,7 +80,7 @@ _TORSOS = {
     "nature": ([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512),  # Mnih et al. 2015, DQN Nature
 }
 TORSO_INITS = ("glorot", "orthogonal")
-STD_HEADS = ("shared", "state", "sde")  # hparams.std_head: the Gaussian's log-std one learned vector, a head, or gSDE's
+STD_HEADS = CHOICES["std_head"]  # the Gaussian's log-std: one learned vector, a head, or gSDE's (hparams.std_head)
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # a state head's log-std range (std 0.007 to 7.4), as --log-std-init's
 MLP_UNITS = (64, 64)  # per tower (policy, value), tanh: the A2C / PPO baselines' net for flat observations
 # --network name: (torso, LSTM units after the torso's fc layer, or 0 for a feed-forward net)

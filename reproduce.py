@@ -98,6 +98,7 @@ ROWS: dict[str, Row] = {
     "cartpole": Row(("--preset", "cartpole"), (475.0,)),
     "pendulum": Row(("--preset", "pendulum"), (-250.0,)),
     "lunarlander": Row(("--preset", "lunarlander"), (200.0, 250.0)),
+    "bipedalwalker": Row(("--preset", "bipedalwalker"), (250.0, 300.0)),
     # The Atari suite (issue 36): one row per game, `python reproduce.py atari-seaquest --seeds 1`.
     **{f"atari-{hparams_lib.game_slug(game)}": atari_row(game) for game in atari_suite.GAMES},
 }

@@ -25,6 +25,15 @@ TESTS_DIR = os.path.join(REPO_ROOT, "tests")
 # command runs two tests at a time (pytest -n 2), which can halve what each gets, so the guards are doubled here.
 HANG_GUARD_SCALE = 2.0
 
+# CLI flags for the end-to-end runs: no progress bar, a progress row every second.
+QUIET = ["--no-progress-bar", "--log-interval-s", "1"]
+
+
+def hp_for(env_id, **overrides):
+    """Validated HParams for `env_id` with `overrides`, as the CLI would build them."""
+    return hparams.validate(hparams.HParams(env_id=env_id, **overrides))
+
+
 # 2 threads x 2 envs x t_max 5: 10 env steps per update.
 SMALL = dict(env_id="ALE/Pong-v5", threads=2, envs_per_thread=2, t_max=5, total_env_steps=200, progress_bar=False,
              log_interval_s=60.0, checkpoint_interval_s=600.0, network="a3c", tf_intra_op_threads=2)

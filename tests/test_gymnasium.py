@@ -9,15 +9,10 @@ import pytest
 import tensorflow as tf
 
 import envs
-import hparams
 import specs
 from batch_agents import BatchAgents
-from helpers import Proc, cli_env, file_hashes, one_error_line, progress_rows, run
+from helpers import QUIET, Proc, cli_env, file_hashes, hp_for, one_error_line, progress_rows, run
 from network import RunningObsNorm, build_network, resolve_kind
-
-
-def _hp(env_id, **kw):
-    return hparams.validate(hparams.HParams(env_id=env_id, **kw))
 
 
 def test_gymnasium_ids_go_to_the_gymnasium_family_and_atari_ids_stay_with_ale():
@@ -28,7 +23,7 @@ def test_gymnasium_ids_go_to_the_gymnasium_family_and_atari_ids_stay_with_ale():
 
 
 def test_each_env_is_seeded_like_a_single_env_and_autoresets_in_next_step_mode():
-    env = envs.make_vector_env(_hp("CartPole-v1"), 3)
+    env = envs.make_vector_env(hp_for("CartPole-v1"), 3)
     obs, _ = env.reset(seed=5)
     for j in range(3):
         single, _ = gymnasium.make("CartPole-v1").reset(seed=5 + j)
@@ -46,7 +41,7 @@ def test_each_env_is_seeded_like_a_single_env_and_autoresets_in_next_step_mode()
 
 
 def test_box_actions_reach_the_env_clipped_while_the_rollout_keeps_the_sample_and_time_limit_truncates():
-    env = envs.make_vector_env(_hp("Pendulum-v1"), 2)
+    env = envs.make_vector_env(hp_for("Pendulum-v1"), 2)
     reference = gymnasium.make("Pendulum-v1")
     ref_obs, _ = reference.reset(seed=3)
     agents = BatchAgents(env, seed=3)
@@ -99,11 +94,11 @@ def test_log_std_init_sets_the_gaussians_starting_width_and_is_refused_for_discr
     from errors import ConfigError
     from learner import make_learner
     box, flat = specs.ActionSpec("box", 2, (-1.0, -1.0), (1.0, 1.0)), specs.ObsSpec((8,), "float32")
-    learner = make_learner(_hp("LunarLanderContinuous-v3", log_std_init=-1.0), box, obs=flat)
+    learner = make_learner(hp_for("LunarLanderContinuous-v3", log_std_init=-1.0), box, obs=flat)
     params = learner.net(tf.zeros((3, 8))).policy_params.numpy()
     np.testing.assert_allclose(params[:, 2:], -1.0)  # std e^-1 for both dimensions, in every state
     with pytest.raises(ConfigError, match="--log-std-init -1 is for continuous actions"):
-        make_learner(_hp("CartPole-v1", log_std_init=-1.0), specs.discrete(2), obs=specs.ObsSpec((4,), "float32"))
+        make_learner(hp_for("CartPole-v1", log_std_init=-1.0), specs.discrete(2), obs=specs.ObsSpec((4,), "float32"))
 
 
 def test_a_state_std_head_starts_at_log_std_init_everywhere_learns_per_state_and_is_clipped():
@@ -148,7 +143,6 @@ def test_a_network_that_cannot_read_the_observations_is_named():
 # ----------------------------------------------------------------------------------------------------------
 # End to end through the CLI
 # ----------------------------------------------------------------------------------------------------------
-QUIET = ["--no-progress-bar", "--log-interval-s", "1"]
 # Floors for the 100K-step CartPole run (lr decaying to 0 over it), about half of the worst of 3 seeds (model-207
 # Xeon, 2026-11-23): last-100 training mean 223 / 277 / 147, greedy 10-episode mean 456 / 331 / 162; a random
 # policy scores ~22. (A constant step size was too noisy for a floor: one seed fell back to 105 at the end.) Even
@@ -294,8 +288,8 @@ def test_bad_input_for_new_envs_fails_in_one_line_without_touching_the_run(cartp
 
 
 def test_async_vector_env_plays_the_same_games_as_sync():
-    sync = envs.make_vector_env(_hp("CartPole-v1"), 2)
-    async_ = envs.make_vector_env(_hp("CartPole-v1", vector_env="async"), 2)
+    sync = envs.make_vector_env(hp_for("CartPole-v1"), 2)
+    async_ = envs.make_vector_env(hp_for("CartPole-v1", vector_env="async"), 2)
     try:
         assert type(async_).__name__ == "AsyncVectorEnv"
         for env in (sync, async_):
@@ -351,7 +345,7 @@ def test_cartpole_learns_in_a_short_run(tmp_path):
 
 def test_a_gymnasium_image_env_gets_the_atari_frames_and_the_conv_net():
     """CarRacing (96x96 RGB, Box(3) actions) -> 84x84x4 uint8 frames, stack first -> a3c torso + Gaussian head."""
-    env = envs.make_vector_env(_hp("CarRacing-v3"), 2)
+    env = envs.make_vector_env(hp_for("CarRacing-v3"), 2)
     try:
         obs_spec, action_spec = envs.env_specs(env, "CarRacing-v3")
         assert obs_spec == specs.ATARI_OBS and action_spec.kind == "box" and action_spec.size == 3
