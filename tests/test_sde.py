@@ -106,6 +106,25 @@ def test_pendulum_with_gsde_trains_evaluates_sampled_and_resumes_only_with_it(tm
     assert json.load(open(tmp_path / "eval" / "scores.json"))["lengths"] == [200, 200]
 
 
+def test_bipedalwalker_preset_trains_with_gsde_and_normalised_returns_and_evaluates(tmp_path):
+    """The `bipedalwalker` preset (the zoo's A2C recipe) end to end on a tiny budget: its gSDE matrix [64, 4] and
+    its return normaliser are in the checkpoint, and a3c_test.py plays it greedily."""
+    logdir = str(tmp_path / "bw")
+    env = cli_env(fake=False)
+    code, _, err = run("a3c.py", ["--preset", "bipedalwalker", "--logdir", logdir, "--total-env-steps", 640] + QUIET,
+                       tmp_path, env, "train", timeout=180)
+    assert code == 0, err[-2000:]
+    config = json.load(open(os.path.join(logdir, "config.json")))
+    assert (config["std_head"], config["normalize_rewards"], config["optimizer"]) == ("sde", True, "rmsprop")
+    prefix = tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints"))
+    saved = dict(tf.train.list_variables(prefix))
+    assert [saved[n] for n in saved if "sde_log_std" in n and "OPTIMIZER" not in n] == [[64, 4]], saved
+    code, _, err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "eval", "--episodes", 1,
+                                       "--max-steps", 50, "--record", 0], tmp_path, env, "eval", timeout=180)
+    assert code == 0, err[-2000:]
+    assert json.load(open(tmp_path / "eval" / "scores.json"))["lengths"] == [50]
+
+
 def test_bad_gsde_input_fails_in_one_line(tmp_path):
     real, fake = cli_env(fake=False), cli_env(fake=True)
     cases = {  # name: (argv, env, expected words)
