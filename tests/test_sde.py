@@ -119,6 +119,7 @@ def test_bipedalwalker_preset_trains_with_gsde_and_normalised_returns_and_evalua
     prefix = tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints"))
     saved = dict(tf.train.list_variables(prefix))
     assert [saved[n] for n in saved if "sde_log_std" in n and "OPTIMIZER" not in n] == [[64, 4]], saved
+    assert tf.train.load_checkpoint(prefix).get_tensor("reward_norm/count/.ATTRIBUTES/VARIABLE_VALUE") > 0
     code, _, err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "eval", "--episodes", 1,
                                        "--max-steps", 50, "--record", 0], tmp_path, env, "eval", timeout=180)
     assert code == 0, err[-2000:]
