@@ -149,8 +149,9 @@ def vtrace_targets(log_rhos, rewards, terminated, truncated, values, bootstrap_v
         delta_t = rho_t * (r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t))
         v_t - V(s_t) = delta_t + gamma * c_t * (1 - terminated_t) * (1 - truncated_t) * (v_{t+1} - V(s_{t+1})),
                        v_T - V(s_T) = 0
-        pg_advantage_t = rho_t * (r_t + gamma * q_{t+1} - V(s_t)),  q_{t+1} = v_{t+1} inside an episode (V(s_T) at
-                       t = T-1), V(s_{t+1}) if truncated_t (v_{t+1} then belongs to the next episode), 0 if terminated_t.
+        pg_advantage_t = rho_t * (r_t + gamma * q_{t+1} - V(s_t)),  q_{t+1} = v_{t+1} inside an episode
+                       (V(s_T) at t = T-1), V(s_{t+1}) if truncated_t (v_{t+1} then belongs to the next
+                       episode), 0 if terminated_t.
 
     With log_rhos = 0, rho_clip, c_clip >= 1 and lambda_ = 1 this is on-policy A3C: vs = n_step_returns and
     pg_advantages = n_step_returns - values.

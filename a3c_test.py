@@ -8,8 +8,9 @@
     python a3c_test.py --model exported/pong --out eval/z                  # ... evaluated like a checkpoint
 
 --model is a run directory (a3c.py's --logdir), a checkpoint directory holding a `checkpoint` file, a
-checkpoint prefix (`.../ckpt-420`), or a SavedModel written by --export. The hyperparameters come from the config.json saved next to the checkpoint
-(or in its parent directory); evaluation always plays full games (no episodic life) with raw, unclipped scores.
+checkpoint prefix (`.../ckpt-420`), or a SavedModel written by --export. The hyperparameters come from the
+config.json saved next to the checkpoint (or in its parent directory); evaluation always plays full games (no
+episodic life) with raw, unclipped scores.
 
 The agents run through the same code as training: envs.make_vector_env + BatchAgents, and the learner's
 policy (`--greedy` takes the argmax action, `--sample` samples the policy; `--epsilon E` replaces each action
@@ -315,7 +316,7 @@ def evaluate(args) -> int:
                 for k in range(K):
                     if not videos[k].closed:
                         videos[k].add(frames[k, 0])
-                        video_return[k] += reward[k]
+                        video_return[k] += np.float32(reward[k])  # as BatchAgents sums the scored return
                         video_ended[k] = bool(v_term[k] or v_trunc[k])
             # With episodic_life=False the returned masks mark exactly the envs whose episode just ended,
             # in the order of ended_returns.

@@ -183,7 +183,8 @@ def _benchmark(args: argparse.Namespace, hp: hparams_lib.HParams, logdir: str) -
 
     out = dict(env_id=hp.env_id, threads=hp.threads, envs_per_thread=B, t_max=hp.t_max, network=hp.network,
                env_threads=hp.resolved_env_threads(), tf_intra_op=hp.resolved_intra_op_threads(),
-               tf_inter_op=hp.resolved_inter_op_threads(), jit_compile=hp.jit_compile, precision=trainer.learner.precision, cpus=os.cpu_count(),
+               tf_inter_op=hp.resolved_inter_op_threads(), jit_compile=hp.jit_compile,
+               precision=trainer.learner.precision, cpus=os.cpu_count(),
                bare_sps=round(bare_sps, 1), inference_sps=round(infer_sps, 1),
                train_sps=round(result["train_sps"], 1), ratio=round(result["train_sps"] / bare_sps, 3),
                act_only_fps=round(act_fps, 1), update_only_sps=round(train_only_sps, 1),

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import typing
+import weakref
 from typing import NamedTuple
 
 import numpy as np
@@ -139,7 +140,12 @@ def prepare_writable_dir(path: str, flag: str = "--logdir"):
 
 
 class LogdirLock:
-    """Refuses a second trainer on the same run directory (flock; released when the process dies)."""
+    """Refuses a second trainer on the same run directory (flock; released when the process dies).
+
+    A flock belongs to the open file, so a child forked without exec (a gymnasium AsyncVectorEnv worker) would hold
+    it too and, outliving a killed trainer for a moment, refuse its resume. Forked children close their copy."""
+
+    _held: "weakref.WeakSet[LogdirLock]" = weakref.WeakSet()  # this process's locks, for the fork hook below
 
     def __init__(self, logdir: str):
         import fcntl
@@ -148,15 +154,29 @@ class LogdirLock:
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip()
             self.file.close()
-            raise RunError(f"{logdir} is in use by another a3c.py process; stop it or choose another --logdir")
+            pid = f" (pid {holder})" if holder.isdigit() else ""
+            raise RunError(f"{logdir} is in use by another a3c.py process{pid}; stop it or choose another --logdir")
         self.file.seek(0)
         self.file.truncate()
         self.file.write(str(os.getpid()))
         self.file.flush()
+        LogdirLock._held.add(self)
 
     def release(self):
+        LogdirLock._held.discard(self)
         self.file.close()
+
+    @staticmethod
+    def _close_in_forked_child():
+        for lock in list(LogdirLock._held):
+            lock.file.close()  # the child's descriptor only: the parent's lock stands
+        LogdirLock._held.clear()
+
+
+os.register_at_fork(after_in_child=LogdirLock._close_in_forked_child)
 
 
 # ----------------------------------------------------------------------------------------------------------

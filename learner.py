@@ -435,11 +435,12 @@ class ACERLearner(A3CLearner):
     `train_on` from learner thread i: one on-policy update from its rollout (mu = the acting policy, recorded by
     `act` as the rollout's behaviour_params), the rollout into thread i's replay memory (replay.py), then
     Poisson(--replay-ratio) off-policy updates from [T, N] batches sampled there (N = --replay-batch-envs, or B)
-    once it holds --replay-start transitions, all in one graph call (`_replay_updates`). Every update: acer_math.acer_loss (Retrace targets, truncated
-    importance weights with bias correction, the trust region against the average network), the clipped gradient
-    applied to the shared weights, then the average network moved towards them (Polyak, --acer-avg-decay). The
-    average network lives on the shared weights' device and is saved in checkpoints; the replay memories are
-    handed to the checkpoint store as arrays (replay_arrays, load_replay_arrays) when --save-replay is on."""
+    once it holds --replay-start transitions, all in one graph call (`_replay_updates`). Every update:
+    acer_math.acer_loss (Retrace targets, truncated importance weights with bias correction, the trust region
+    against the average network), the clipped gradient applied to the shared weights, then the average network
+    moved towards them (Polyak, --acer-avg-decay). The average network lives on the shared weights' device and is
+    saved in checkpoints; the replay memories are handed to the checkpoint store as arrays (replay_arrays,
+    load_replay_arrays) when --save-replay is on."""
     Q_HEAD = True
     keeps_replay = True
 

@@ -22,9 +22,9 @@ head's action distribution (distributions.py): logits `[B, A]` for discrete acti
 for Box actions (a state-dependent mean; the log-std one learned vector, a linear head, or gSDE's, as --std-head
 says; with gSDE also `sde_features`, what its exploration noise is made of). `state` is the recurrent core state:
 `[B, 0]` for the feed-forward nets, `[B, 2 * units]` (h and c) for `a3c-lstm` (the A3C paper's LSTM agent: its
-conv torso and fc256, then an LSTM of 256 cells, then the heads; we add a LayerNorm on the cell's input). `call` is one step; `unroll` runs a whole
-`[T, B]` rollout from its initial state with the same resets `act` applied, for the train step's truncated
-backpropagation through time over t_max.
+conv torso and fc256, then an LSTM of 256 cells, then the heads; we add a LayerNorm on the cell's input). `call` is
+one step; `unroll` runs a whole `[T, B]` rollout from its initial state with the same resets `act` applied, for
+the train step's truncated backpropagation through time over t_max.
 Owns: the network's layers, its input layout and precision, and the device it is placed on.
 Must not: compute losses or apply gradients (a3c_math.py, learner.py), or know about envs or checkpoints.
 """
@@ -325,7 +325,8 @@ class PolicyValueNet(keras.Model):
             # fc features to ~100x their initial size within 3.5M steps: gate pre-activations ~35, a saturated
             # cell, a state-independent policy and no learning (README, A3G features). Normalised input keeps
             # the gates in range whatever the torso's scale.
-            self.lstm_input_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="lstm_input_norm", dtype="float32")
+            self.lstm_input_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="lstm_input_norm",
+                                                                   dtype="float32")
             self.lstm_input_norm.build((None, hidden))
             self.lstm = LSTMCore(lstm_units, name="lstm", dtype="float32")
             self.lstm.build((None, hidden))
@@ -349,7 +350,8 @@ class PolicyValueNet(keras.Model):
         if q_head:  # ACER: Q(s, .) for every action, and V(s) = sum_a pi(a|s) Q(s, a) instead of a value head
             if not action.is_discrete:
                 raise ValueError("a Q head needs discrete actions")
-            self.q_values_head = keras.layers.Dense(action.size, name="q", kernel_initializer=keras.initializers.Orthogonal(1.0))
+            self.q_values_head = keras.layers.Dense(action.size, name="q",
+                                                    kernel_initializer=keras.initializers.Orthogonal(1.0))
         else:
             self.value_head = keras.layers.Dense(1, name="value", kernel_initializer=keras.initializers.Orthogonal(1.0))
 
@@ -419,8 +421,8 @@ class PolicyValueNet(keras.Model):
             self.obs_norm.update(tf.reshape(tf.cast(obs, tf.float32), [-1, self.obs_spec.shape[0]]),
                                  tf.reshape(mask, [-1]))
 
-    def _heads(self, x) -> tuple:
-        """(policy params, value, Q values or None, gSDE's features or None)."""
+    def _heads(self, x, state) -> AgentOutput:
+        """The heads on the core's output `x` (`[..., F]`); `state` is passed through."""
         policy_x, value_x = tf.split(x, 2, axis=-1) if self.mlp else (x, x)
         params, sde_features = self.policy_head(policy_x), None
         if self.std_head == "shared":
@@ -434,8 +436,8 @@ class PolicyValueNet(keras.Model):
             params = tf.concat([params, sde_log_std(sde_features, self.sde_log_std)], -1)
         if self.q_head:
             q = self.q_values_head(value_x)
-            return params, tf.reduce_sum(tf.nn.softmax(params) * q, -1), q, sde_features
-        return params, tf.squeeze(self.value_head(value_x), -1), None, sde_features
+            return AgentOutput(params, tf.reduce_sum(tf.nn.softmax(params) * q, -1), state, q, sde_features)
+        return AgentOutput(params, tf.squeeze(self.value_head(value_x), -1), state, None, sde_features)
 
     def call(self, obs, state=None) -> AgentOutput:
         """One step for a batch: observations `[B, *obs_shape]`, state `[B, S]` (None = zeros) -> AgentOutput."""
@@ -444,8 +446,7 @@ class PolicyValueNet(keras.Model):
             state = tf.zeros([tf.shape(obs)[0], self.state_size], tf.float32)
         if self.lstm_units:
             x, state = self.lstm(self.lstm_input_norm(x), state)
-        params, value, q, sde_features = self._heads(x)
-        return AgentOutput(params, value, state, q, sde_features)
+        return self._heads(x, state)
 
     def unroll(self, obs, initial_state, resets, frames_in=None) -> AgentOutput:
         """T steps of B envs: observations `[T, B, *obs_shape]`, state before step 0 `[B, S]`, resets `[T, B]`
@@ -470,8 +471,7 @@ class PolicyValueNet(keras.Model):
             x = outputs.stack()
         else:
             x = tf.reshape(x, [T, B, x.shape[-1]])
-        params, value, q, sde_features = self._heads(x)
-        return AgentOutput(params, value, state, q, sde_features)
+        return self._heads(x, state)
 
 
 def dead_unit_fractions(relu_layers: list) -> dict:

@@ -23,7 +23,7 @@ What each command must pass:
    scripts/, tools/ or tests/ that is not the value of an output option.
 
 Not checked as inputs (the skip list), and why:
-* values of output options: --out, --export, --logdir, --workdir, --json (the command writes them; e.g.
+* values of output options: --out, --export, --logdir, --workdir, --json, --gif (the command writes them; e.g.
   `average_checkpoints.py ... --out models/pong-swa` creates that directory);
 * paths under runs/, eval/ and exported/: outputs of an earlier command (training, evaluation, export);
 * a path an earlier command of the same file writes (the value of one of its output options): the docs' recipes
@@ -62,7 +62,7 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIN_COMMANDS = 50  # well below the count when this was written (131): an extractor that finds nothing fails
 
-OUTPUT_OPTIONS = ("--out", "--export", "--logdir", "--workdir", "--json")
+OUTPUT_OPTIONS = ("--out", "--export", "--logdir", "--workdir", "--json", "--gif")
 INPUT_OPTIONS = ("--model",)
 POSITIONAL_INPUTS = {"plot.py": "run_dirs", "tools/diagnose_checkpoint.py": "checkpoints"}  # namespace attribute
 CHECKED_TREES = ("models/", "assets/", "scripts/", "tools/", "tests/")

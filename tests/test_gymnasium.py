@@ -210,6 +210,7 @@ def test_pendulum_gaussian_policy_trains_and_checkpoints_its_obs_normalisation(t
     assert code == 0, err[-2000:]
     assert json.load(open(tmp_path / "eval" / "scores.json"))["lengths"] == [200, 200]
     assert "2 of 2 episodes hit the env's own time limit" in err and "108000 frames" not in err
+    assert "diverged" not in err  # the video's return is summed in float32 rewards, as the scored one
     code, _, err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "eps", "--epsilon", 0.1,
                                        "--record", 0], tmp_path, env, "epsilon")
     assert code == 2 and "--epsilon needs a discrete action space" in one_error_line(err), err

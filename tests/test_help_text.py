@@ -79,6 +79,7 @@ SCRIPTS = {
 SCRIPTS.update({
     "average_checkpoints.py": lambda argv: _from_file("average_checkpoints.py").parse_args(argv),
     "tools/slim_model.py": lambda argv: _from_file("tools/slim_model.py").parse_args(argv),
+    "tools/ship_run.py": lambda argv: _from_file("tools/ship_run.py").parse_args(argv),
     "tools/atari_table.py": lambda argv: _from_file("tools/atari_table.py").build_parser().parse_args(argv),
     "tools/scale_sim.py": lambda argv: _from_file("tools/scale_sim.py").build_parser().parse_args(argv),
 })

@@ -302,6 +302,23 @@ def test_rotation_keeps_exactly_checkpoints_kept_and_never_rewrites_one(tmp_path
     make_trainer(tmp_path).close()  # and accepted once it is released
 
 
+def test_the_lock_names_its_holder_and_a_forked_child_does_not_keep_it(tmp_path):
+    """A child forked without exec (an AsyncVectorEnv worker) that outlives its trainer must not refuse the resume."""
+    lock = checkpoints.LogdirLock(str(tmp_path))
+    with pytest.raises(RunError, match=rf"in use by another a3c.py process \(pid {os.getpid()}\)"):
+        checkpoints.LogdirLock(str(tmp_path))
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child only waits to be killed
+        time.sleep(60)
+        os._exit(0)
+    try:
+        lock.release()  # the trainer is gone, its child lives on
+        checkpoints.LogdirLock(str(tmp_path)).release()
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 7. Terminated vs truncated, and 8. autoreset transitions never enter the loss
 # ----------------------------------------------------------------------------------------------------------

@@ -59,7 +59,8 @@ def main(argv=None):
     print(f"value: mean {out.value.numpy().mean():.3f}, per-state std {out.value.numpy().std():.4f}")
     if net.lstm_units:
         gates = net.lstm.project(net.lstm_input_norm(features)).numpy()
-        print(f"LSTM gate pre-activations (input part): mean |x| {np.abs(gates).mean():.2f}, max {np.abs(gates).max():.2f}")
+        print(f"LSTM gate pre-activations (input part): mean |x| {np.abs(gates).mean():.2f}, "
+              f"max {np.abs(gates).max():.2f}")
 
 
 if __name__ == "__main__":

@@ -97,7 +97,8 @@ def transfers(pushes: int, wire_dtype: str = "float32"):
                 version, ref = ray.get(server.weights.remote())
                 worker.set_weights(ray.get(ref))
                 pulls.append(time.perf_counter() - t0)
-            return dict(grad_bytes=sum(g.nbytes for g in grads), weight_bytes=sum(w.nbytes for w in worker.wire_weights()),
+            return dict(grad_bytes=sum(g.nbytes for g in grads),
+                        weight_bytes=sum(w.nbytes for w in worker.wire_weights()),
                         gradient_ms=gradient_s * 1e3, push_ms=statistics.median(round_trips) * 1e3,
                         pull_ms=statistics.median(pulls) * 1e3, server_updates_per_s=ceiling)
         finally:

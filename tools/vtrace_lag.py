@@ -9,7 +9,8 @@ server updates old, the lag of a cluster with ~2K worker threads pulling every u
   lag K, V-trace: gradient taken with weights fetched just before it, importance-weighted against the acting policy
 Prints, per config and seed, the mean policy lag, env steps until the last-100 mean first reached --target, the
 last-100 mean averaged over the whole run (the area under the curve: CartPole's final value alone swings with
-collapses) and the final last-100 mean; then a table of them; plots every curve to --out. Runs one at a time (parallel runs on 2 cores measure contention).
+collapses) and the final last-100 mean; then a table of them; plots every curve to --out. Runs one at a time
+(parallel runs on 2 cores measure contention).
 Owns: the experiment. Must not: change training (it runs a3c.py).
 """
 from __future__ import annotations

@@ -116,7 +116,8 @@ def measure(model: str, rollouts: int, seed: int) -> dict:
             rows.append(row)
     finally:
         agents.close()
-    return dict(hp=hp, lr=lr, rows=rows, grad_bytes=int(sum(int(np.prod(v.shape)) for v in base.net.trainable_variables)))
+    return dict(hp=hp, lr=lr, rows=rows,
+                grad_bytes=int(sum(int(np.prod(v.shape)) for v in base.net.trainable_variables)))
 
 
 def median(values) -> float:
