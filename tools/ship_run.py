@@ -86,9 +86,15 @@ def choose_seed(summary: dict, seed: int | None) -> dict:
     raise ConfigError(f"--seed {seed} is not in the row (its seeds: {', '.join(str(e['seed']) for e in entries)})")
 
 
+def seed_dir(run: str, entry: dict) -> str:
+    """The seed's run directory inside the row's (reproduce.py's layout; the summary's own `logdir` is relative
+    to where reproduce.py ran)."""
+    return os.path.join(run, f"seed-{entry['seed']}")
+
+
 def seed_files(run: str, entry: dict) -> dict[str, str]:
     """Destination name -> source path of the files shipped beside the slim model; all must exist."""
-    logdir = os.path.join(run, f"seed-{entry['seed']}")
+    logdir = seed_dir(run, entry)
     files = {"summary.json": os.path.join(run, "summary.json"),
              "curves.png": os.path.join(run, "curves.png"),
              "scores.json": os.path.join(logdir, "eval", "scores.json")}
@@ -135,13 +141,12 @@ def ship(args) -> str:
     summary = read_summary(args.run)
     entry = choose_seed(summary, args.seed)
     files = seed_files(args.run, entry)
-    gif_source = os.path.join(args.run, f"seed-{entry['seed']}", "eval", "episode_0.gif")
+    gif_source = os.path.join(seed_dir(args.run, entry), "eval", "episode_0.gif")
     if args.gif is not None and not os.path.isfile(gif_source):
         raise RunError(f"{gif_source} missing: the evaluation recorded no game 0 (reproduce.py records it); "
                        f"leave out --gif")
     import_tensorflow()  # quietly, before slim_model loads it; after the checks, which need no TensorFlow
-    slim_line = slim_model.slim(argparse.Namespace(model=os.path.join(args.run, f"seed-{entry['seed']}"),
-                                                   out=args.out, records=True))
+    slim_line = slim_model.slim(argparse.Namespace(model=seed_dir(args.run, entry), out=args.out, records=True))
     for name, path in files.items():
         shutil.copyfile(path, os.path.join(args.out, name))
     lines = [slim_line, f"seed {entry['seed']} (eval {entry['eval_mean']:.2f} ± {entry['eval_std']:.2f}): copied "
