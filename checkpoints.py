@@ -143,27 +143,50 @@ class LogdirLock:
     """Refuses a second trainer on the same run directory (flock; released when the process dies).
 
     A flock belongs to the open file, so a child forked without exec (a gymnasium AsyncVectorEnv worker) would hold
-    it too and, outliving a killed trainer for a moment, refuse its resume. Forked children close their copy."""
+    it too and, outliving a killed trainer for a moment, refuse its resume. Forked children close their copy; a lock
+    whose recorded holder has exited is waited for (`orphan_grace_s`), since whatever still holds it is winding
+    down, and the refusal then names the processes that hold it."""
 
     _held: "weakref.WeakSet[LogdirLock]" = weakref.WeakSet()  # this process's locks, for the fork hook below
 
-    def __init__(self, logdir: str):
-        import fcntl
+    def __init__(self, logdir: str, orphan_grace_s: float = 30.0):
+        import time
         self.path = os.path.join(logdir, LOCK_FILE)
         self.file = open(self.path, "a+")
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.file.seek(0)
-            holder = self.file.read().strip()
-            self.file.close()
-            pid = f" (pid {holder})" if holder.isdigit() else ""
-            raise RunError(f"{logdir} is in use by another a3c.py process{pid}; stop it or choose another --logdir")
+        deadline, warned = time.monotonic() + orphan_grace_s, False
+        while not self._try_lock():
+            holder = self._recorded_holder()
+            if holder is not None and _pid_alive(holder) or time.monotonic() > deadline:
+                self.file.close()
+                named = f" (pid {holder})" if holder is not None else ""
+                others = [pid for pid in _pids_with_open(self.path) if pid != os.getpid()]
+                if holder is not None and not _pid_alive(holder) and others:
+                    named = f" (pid {holder} has exited; pid {', '.join(map(str, others))} still holds the lock)"
+                raise RunError(f"{logdir} is in use by another a3c.py process{named}; stop it or choose another "
+                               "--logdir")
+            if not warned:
+                warn(f"{logdir}: the a3c.py that held it (pid {holder}) has exited; waiting up to "
+                     f"{orphan_grace_s:.0f} s for the processes it started to let go of the lock")
+                warned = True
+            time.sleep(0.2)
         self.file.seek(0)
         self.file.truncate()
         self.file.write(str(os.getpid()))
         self.file.flush()
         LogdirLock._held.add(self)
+
+    def _try_lock(self) -> bool:
+        import fcntl
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            return False
+
+    def _recorded_holder(self) -> int | None:
+        self.file.seek(0)
+        text = self.file.read().strip()
+        return int(text) if text.isdigit() else None
 
     def release(self):
         LogdirLock._held.discard(self)
@@ -174,6 +197,28 @@ class LogdirLock:
         for lock in list(LogdirLock._held):
             lock.file.close()  # the child's descriptor only: the parent's lock stands
         LogdirLock._held.clear()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def _pids_with_open(path: str) -> list[int]:
+    """The processes with `path` open (Linux /proc; empty where it cannot be read)."""
+    target, pids = os.path.realpath(path), []
+    for fd_dir in glob.glob("/proc/[0-9]*/fd"):
+        try:
+            if any(os.readlink(os.path.join(fd_dir, fd)) == target for fd in os.listdir(fd_dir)):
+                pids.append(int(fd_dir.split("/")[2]))
+        except OSError:  # gone, or not ours to read
+            continue
+    return sorted(pids)
 
 
 os.register_at_fork(after_in_child=LogdirLock._close_in_forked_child)

@@ -8,6 +8,8 @@ import glob
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 
@@ -307,16 +309,54 @@ def test_the_lock_names_its_holder_and_a_forked_child_does_not_keep_it(tmp_path)
     lock = checkpoints.LogdirLock(str(tmp_path))
     with pytest.raises(RunError, match=rf"in use by another a3c.py process \(pid {os.getpid()}\)"):
         checkpoints.LogdirLock(str(tmp_path))
+    ready_r, ready_w = os.pipe()
     child = os.fork()
-    if child == 0:  # pragma: no cover - the child only waits to be killed
+    if child == 0:  # pragma: no cover - the child only says it runs (its fork hooks are done) and waits to be killed
+        os.write(ready_w, b"x")
         time.sleep(60)
         os._exit(0)
     try:
+        assert os.read(ready_r, 1) == b"x"
         lock.release()  # the trainer is gone, its child lives on
         checkpoints.LogdirLock(str(tmp_path)).release()
     finally:
         os.kill(child, 9)
         os.waitpid(child, 0)
+        os.close(ready_r), os.close(ready_w)
+
+
+def _orphaned_lock(logdir, hold_s: float) -> tuple[subprocess.Popen, int]:
+    """A process that holds the logdir's flock for `hold_s` while the lock file names a trainer that has exited,
+    as a worker a killed trainer started would."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    holder = subprocess.Popen([sys.executable, "-c", f"""if True:
+        import fcntl, sys, time
+        f = open({os.path.join(str(logdir), checkpoints.LOCK_FILE)!r}, "a+")
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0); f.truncate(); f.write("{gone.pid}"); f.flush()
+        print("held", flush=True)
+        time.sleep({hold_s})"""], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder, gone.pid
+
+
+def test_a_lock_left_to_a_dead_trainers_child_is_waited_for_then_refused_naming_the_holder(tmp_path, capsys):
+    holder, gone = _orphaned_lock(tmp_path, hold_s=1.0)
+    try:
+        checkpoints.LogdirLock(str(tmp_path), orphan_grace_s=30).release()  # the holder lets go within the grace
+        assert holder.wait(10) == 0  # it ran its hold out: the lock was not taken from under it
+        assert f"(pid {gone}) has exited; waiting up to 30 s" in capsys.readouterr().err
+    finally:
+        holder.kill(), holder.wait()
+    holder, gone = _orphaned_lock(tmp_path, hold_s=60)
+    try:
+        with pytest.raises(RunError, match=rf"\(pid {gone} has exited; pid {holder.pid} still holds the lock\); "
+                                            "stop it or choose another --logdir"):
+            checkpoints.LogdirLock(str(tmp_path), orphan_grace_s=0.5)
+    finally:
+        holder.kill(), holder.wait()
+    checkpoints.LogdirLock(str(tmp_path), orphan_grace_s=0).release()
 
 
 # ----------------------------------------------------------------------------------------------------------
