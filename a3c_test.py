@@ -175,15 +175,14 @@ def export(args) -> int:
     prepare_writable_dir(args.export, "--export")
     configure_tensorflow(hp)
     from export import export_policy
-    from network import build_network, resolve_precision
+    from network import network_for, resolve_precision
     if action is None:  # a config from before the spaces were saved: the env knows
         env = make_vector_env(hp, 1, num_threads=1)
         obs, action = env_specs(env, hp.env_id)
         env.close()
     # ACER's net has a Q head where A3C's has a value head (V = sum pi Q): build the one the checkpoint holds.
-    net = build_network(action, hp.network, device="/CPU:0", precision=resolve_precision(hp.precision, "/CPU:0"),
-                        obs=obs, normalize_obs=hp.normalize_obs, center_frames=hp.center_frames,
-                        q_head=hp.algorithm == "acer", std_head=hp.std_head)
+    net = network_for(hp, action, obs, "/CPU:0", resolve_precision(hp.precision, "/CPU:0"),
+                      q_head=hp.algorithm == "acer")
     restore_weights(net, prefix)
     export_policy(net, dict(hp.to_dict(), **specs_lib.to_config(obs, action)), trained_env_steps(prefix),
                   args.export)

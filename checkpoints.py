@@ -200,13 +200,18 @@ class LogdirLock:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Running, not a zombie (an unreaped trainer's files are closed: it cannot be what holds the lock)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, someone else's
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc here: trust kill
+        return True
 
 
 def _pids_with_open(path: str) -> list[int]:

@@ -145,7 +145,12 @@ class HParams:
     for frames, mlp for flat observations; the config saved with the run names the network chosen."""
     torso_init: str = "glorot"
     """Initial conv and fc weights of the frame torso: `glorot` (Keras' default) or `orthogonal` with the ReLU gain
-    sqrt(2) (OpenAI baselines, CleanRL), ~2.3x larger at conv0. Only a new run's start; a resume keeps its weights."""
+    sqrt(2) (OpenAI baselines, CleanRL), ~2.3x larger at conv0; the MLP towers are orthogonal (gain sqrt(2)) under
+    both. `torch`: every layer, heads included, as PyTorch's default U(+-1/sqrt(fan_in)), the net of the RL Zoo
+    with ortho_init=False (its A2C BipedalWalker). Only a new run's start; a resume keeps its weights."""
+    mlp_units: str = "64,64"
+    """mlp only: the widths of each tower's tanh layers (policy and value alike), e.g. `256,256`. Part of the
+    model: a checkpoint keeps its own."""
     center_frames: bool = False
     """Frame torsos: subtract each frame's mean pixel before conv0. Inputs that are all >= 0 on a mostly uniform
     background (Pong) move all of a filter's weights together, and RMSProp killed 15 or 16 of conv0's 16 filters
@@ -262,6 +267,10 @@ class HParams:
     def num_envs(self) -> int:
         return self.threads * self.envs_per_thread
 
+    @property
+    def mlp_units_tuple(self) -> tuple[int, ...]:
+        return tuple(parse_int_list(self.mlp_units))
+
     def t_max_of(self, thread: int) -> int:
         """The rollout length of learner thread `thread`."""
         lengths = parse_int_list(self.t_max_per_thread) or [self.t_max]
@@ -355,7 +364,7 @@ CHOICES = {
     "vector_env": ("sync", "async"),
     "optimizer": ("rmsprop", "adam", "amsgrad"),
     "rmsprop_init": ("zeros", "ones", "debiased"),
-    "torso_init": ("glorot", "orthogonal"),
+    "torso_init": ("glorot", "orthogonal", "torch"),
     "std_head": ("shared", "state", "sde"),
     "lr_schedule": ("constant", "linear"),
     "precision": ("float32", "bfloat16", "auto"),
@@ -366,10 +375,12 @@ CHOICES = {
 }
 
 # Fields that change the trained weights' meaning; a checkpoint cannot be resumed or evaluated with others.
-MODEL_FIELDS = ("env_id", "network", "full_action_space", "normalize_obs", "algorithm", "center_frames", "std_head")
+MODEL_FIELDS = ("env_id", "network", "full_action_space", "normalize_obs", "algorithm", "center_frames", "std_head",
+                "mlp_units")
 # Fields added after checkpoints were shipped (model or statistics fields): the value a saved config without them
 # was trained with.
-MODEL_FIELDS_ABSENT_MEANS = {"center_frames": False, "std_head": "shared", "normalize_rewards": False}
+MODEL_FIELDS_ABSENT_MEANS = {"center_frames": False, "std_head": "shared", "normalize_rewards": False,
+                             "mlp_units": "64,64"}
 # Fields the statistics in a checkpoint (the optimizer's, the returns') depend on: a resume must keep them.
 OPTIMIZER_FIELDS = ("optimizer", "per_thread_stats", "normalize_rewards")
 # Settings of the env that a resumed run may change, but with a warning: the policy was trained under the old ones.
@@ -427,6 +438,13 @@ def validate(hp: HParams) -> HParams:
     need(all(n >= 1 for n in lengths),
          f"--t-max-per-thread must be positive integers separated by commas, e.g. 16,32,64; "
          f"got {hp.t_max_per_thread!r}")
+    try:
+        widths = parse_int_list(hp.mlp_units)
+    except ValueError:
+        widths = [0]
+    need(1 <= len(widths) <= 8 and all(1 <= n <= 65_536 for n in widths),
+         f"--mlp-units must be 1 to 8 layer widths, positive integers separated by commas, e.g. 64,64 or 256,256; "
+         f"got {hp.mlp_units!r}")
     need(len(lengths) <= hp.threads, f"--t-max-per-thread gives {len(lengths)} rollout lengths but there are "
                                      f"{hp.threads} --threads; give at most one per thread")
     need(math.isfinite(hp.log_std_init) and -5.0 <= hp.log_std_init <= 2.0,

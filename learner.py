@@ -42,7 +42,7 @@ from batch_agents import Rollout  # noqa: E402
 from distributions import sde_noise  # noqa: E402
 from errors import ConfigError  # noqa: E402
 from hparams import HParams  # noqa: E402
-from network import (NETWORKS, build_network, dead_unit_fractions, resolve_devices, resolve_kind,  # noqa: E402
+from network import (NETWORKS, dead_unit_fractions, network_for, resolve_devices, resolve_kind,  # noqa: E402
                      resolve_precision)
 from optimizers import SharedOptimizer  # noqa: E402
 from reward_norm import ReturnNormalizer  # noqa: E402
@@ -111,10 +111,7 @@ class A3CLearner:
         self.devices = [device] if device else check_devices(hp)
         self.device = self.devices[0]
         self.precision = resolve_precision(hp.precision, self.device)  # `auto` -> float32 or bfloat16, once
-        self.replicas = [build_network(self.action_spec, hp.network, d, self.precision, obs=obs,
-                                       normalize_obs=hp.normalize_obs, q_head=self.Q_HEAD, torso_init=hp.torso_init,
-                                       center_frames=hp.center_frames, log_std_init=hp.log_std_init,
-                                       std_head=hp.std_head)
+        self.replicas = [network_for(hp, self.action_spec, obs, d, self.precision, q_head=self.Q_HEAD)
                          for d in self.devices]
         self.net = self.replicas[0]
         self.syncs = [None] + [self._make_sync(replica, d) for replica, d in zip(self.replicas[1:], self.devices[1:])]
@@ -465,8 +462,7 @@ class ACERLearner(A3CLearner):
         self.startup_lines = [f"replay: {hp.threads} threads x {hp.replay_capacity:,} transitions x {per_step:,.0f} "
                               f"bytes = {total / 2**30:.2f} GiB"
                               + (f" (of {free / 2**30:.1f} GiB available)" if free is not None else "")]
-        self.avg_net = build_network(self.action_spec, hp.network, self.device, self.precision, obs=obs,
-                                     normalize_obs=hp.normalize_obs, q_head=True, center_frames=hp.center_frames)
+        self.avg_net = network_for(hp, self.action_spec, obs, self.device, self.precision, q_head=True)
         for avg, shared in zip(self.avg_net.variables, self.net.variables):
             avg.assign(shared)
         self.memories = [None] * hp.threads

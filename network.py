@@ -30,6 +30,7 @@ Must not: compute losses or apply gradients (a3c_math.py, learner.py), or know a
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import keras
@@ -79,10 +80,10 @@ _TORSOS = {
     "a3c": ([(16, 8, 4), (32, 4, 2)], 256),  # Mnih et al. 2016, the A3C paper
     "nature": ([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512),  # Mnih et al. 2015, DQN Nature
 }
-TORSO_INITS = ("glorot", "orthogonal")
+TORSO_INITS = CHOICES["torso_init"]  # hparams.torso_init
 STD_HEADS = CHOICES["std_head"]  # the Gaussian's log-std: one learned vector, a head, or gSDE's (hparams.std_head)
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # a state head's log-std range (std 0.007 to 7.4), as --log-std-init's
-MLP_UNITS = (64, 64)  # per tower (policy, value), tanh: the A2C / PPO baselines' net for flat observations
+MLP_UNITS = (64, 64)  # per tower (policy, value), tanh: the A2C / PPO baselines' net (hparams.mlp_units)
 # --network name: (torso, LSTM units after the torso's fc layer, or 0 for a feed-forward net)
 NETWORKS = {
     "a3c": ("a3c", 0),
@@ -261,8 +262,23 @@ def _frame_means(obs: tf.Tensor) -> tf.Tensor:
 
 def _torso_kernel_init(torso_init: str):
     """Keras' default Glorot-uniform, or orthogonal with the ReLU gain sqrt(2) as OpenAI baselines and CleanRL
-    initialise their conv torsos: ~2.3x Glorot's weights at conv0 (fan-in 256 against fan-in + fan-out 1,280)."""
+    initialise their conv torsos: ~2.3x Glorot's weights at conv0 (fan-in 256 against fan-in + fan-out 1,280).
+    (`torch` is drawn after the build: torch_default_init.)"""
     return "glorot_uniform" if torso_init == "glorot" else keras.initializers.Orthogonal(2 ** 0.5)
+
+
+def torch_default_init(net: "PolicyValueNet"):
+    """Re-draw the kernel and bias of every dense and conv layer of a built `net` as PyTorch's nn.Linear and
+    nn.Conv2d do by default, both U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform with a = sqrt(5)): the net
+    of Stable-Baselines3 and the RL Zoo with ortho_init=False (their A2C BipedalWalker recipe). Every head too,
+    so the policy does not start near uniform; the state-dependent log-std head keeps its start at
+    --log-std-init, and the LSTM core and log-std vectors keep theirs."""
+    for layer in net.weight_layers():
+        if layer is getattr(net, "log_std_head", None):
+            continue
+        limit = math.prod(layer.kernel.shape[:-1]) ** -0.5  # fan-in: inputs x kernel window
+        for variable in (layer.kernel, layer.bias):
+            variable.assign(keras.initializers.RandomUniform(-limit, limit)(variable.shape, variable.dtype))
 
 
 class PolicyValueNet(keras.Model):
@@ -274,7 +290,8 @@ class PolicyValueNet(keras.Model):
     def __init__(self, action: ActionSpec | int, kind: str = "a3c", precision: str = "float32",
                  space_to_depth: bool = True, obs: ObsSpec = ATARI_OBS, normalize_obs: bool = False,
                  q_head: bool = False, torso_init: str = "glorot", center_frames: bool = False,
-                 log_std_init: float = 0.0, std_head: str = "shared", **kwargs):
+                 log_std_init: float = 0.0, std_head: str = "shared", mlp_units: tuple[int, ...] = MLP_UNITS,
+                 **kwargs):
         super().__init__(**kwargs)
         if torso_init not in TORSO_INITS:
             raise ValueError(f"unknown torso_init {torso_init!r}; choose one of {', '.join(TORSO_INITS)}")
@@ -294,13 +311,16 @@ class PolicyValueNet(keras.Model):
         if self.mlp:
             if self.normalize_obs:
                 self.obs_norm = RunningObsNorm(obs.shape[0], name="obs_norm", dtype="float32")
+            if not mlp_units or min(mlp_units) < 1:
+                raise ValueError(f"mlp_units must be one or more positive layer widths, got {mlp_units!r}")
+            self.mlp_units = tuple(int(u) for u in mlp_units)
             # Two towers, as attributes each (tf.train.Checkpoint does not see layers in Python lists).
-            self.tower_names = tuple(f"{head}_fc{i}" for head in ("policy", "value") for i in range(len(MLP_UNITS)))
-            for name in self.tower_names:
+            self.tower_names = tuple(f"{head}_fc{i}" for head in ("policy", "value") for i in range(len(mlp_units)))
+            for i, name in enumerate(self.tower_names):
                 setattr(self, name, keras.layers.Dense(
-                    MLP_UNITS[int(name[-1])], activation="tanh", name=name, dtype=policy,
+                    self.mlp_units[i % len(mlp_units)], activation="tanh", name=name, dtype=policy,
                     kernel_initializer=keras.initializers.Orthogonal(2 ** 0.5)))
-            hidden = MLP_UNITS[-1]
+            hidden = self.mlp_units[-1]
         else:
             convs, hidden = _TORSOS[torso]
             # Each conv is its own attribute: tf.train.Checkpoint does not see layers held in a Python list,
@@ -365,7 +385,7 @@ class PolicyValueNet(keras.Model):
             x = tf.cast(obs, tf.float32)
             if self.normalize_obs:
                 x = self.obs_norm(x)
-            n = len(MLP_UNITS)
+            n = len(self.mlp_units)
             towers = []
             for names in (self.tower_names[:n], self.tower_names[n:]):
                 h = x
@@ -414,6 +434,12 @@ class PolicyValueNet(keras.Model):
             outputs.append((name, x))
         outputs.append(("fc", self.hidden(self.flatten(x))))
         return outputs
+
+    def weight_layers(self) -> list:
+        """The dense and conv layers, torso first, then the heads present."""
+        names = self.tower_names if self.mlp else (*self.conv_names, "hidden")
+        heads = ("policy_head", "log_std_head", "q_values_head", "value_head")
+        return [getattr(self, name) for name in names + heads if hasattr(self, name)]
 
     def update_obs_norm(self, obs, mask):
         """Fold observations `[T, B, n]` where mask `[T, B]` into the running normalisation (a no-op without it)."""
@@ -488,11 +514,23 @@ def dead_unit_fractions(relu_layers: list) -> dict:
 def build_network(action: ActionSpec | int, kind: str = "a3c", device: str | None = None,
                   precision: str = "float32", space_to_depth: bool = True, obs: ObsSpec = ATARI_OBS,
                   normalize_obs: bool = False, q_head: bool = False, torso_init: str = "glorot",
-                  center_frames: bool = False, log_std_init: float = 0.0, std_head: str = "shared") -> PolicyValueNet:
+                  center_frames: bool = False, log_std_init: float = 0.0, std_head: str = "shared",
+                  mlp_units: tuple[int, ...] = MLP_UNITS) -> PolicyValueNet:
     """Create the network for `obs` -> `action` (an int A = A discrete actions) with its variables on `device`
     (default: compute_device())."""
     with tf.device(device or compute_device()):
         net = PolicyValueNet(action, kind, precision, space_to_depth, obs, normalize_obs, q_head, torso_init,
-                             center_frames, log_std_init, std_head)
+                             center_frames, log_std_init, std_head, mlp_units)
         net(tf.zeros((1,) + tuple(obs.shape), obs.dtype))  # build the variables on that device
+        if torso_init == "torch":
+            torch_default_init(net)
     return net
+
+
+def network_for(hp, action: ActionSpec | int, obs: ObsSpec, device: str | None = None, precision: str = "float32",
+                q_head: bool = False) -> PolicyValueNet:
+    """build_network with the model settings of a run's config `hp` (an hparams.HParams): the one place that maps
+    config fields to the network, for training, ACER's average network and export alike."""
+    return build_network(action, hp.network, device, precision, obs=obs, normalize_obs=hp.normalize_obs,
+                         q_head=q_head, torso_init=hp.torso_init, center_frames=hp.center_frames,
+                         log_std_init=hp.log_std_init, std_head=hp.std_head, mlp_units=hp.mlp_units_tuple)

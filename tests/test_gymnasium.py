@@ -218,18 +218,23 @@ def test_pendulum_gaussian_policy_trains_and_checkpoints_its_obs_normalisation(t
 
 
 def test_pendulum_with_a_state_std_head_and_normalised_rewards_trains_evaluates_and_resumes_only_as_it_was(tmp_path):
+    """Also --mlp-units and --torso-init torch: the widths are part of the model (saved, rebuilt for evaluation
+    and export, a resume with others refused)."""
     logdir = str(tmp_path / "run")
     env = cli_env(fake=False)
-    args = ["--preset", "pendulum", "--logdir", logdir, "--threads", 1] + QUIET
+    args = ["--preset", "pendulum", "--logdir", logdir, "--threads", 1, "--mlp-units", "32,16",
+            "--torso-init", "torch"] + QUIET
     code, _, err = run("a3c.py", args + ["--std-head", "state", "--normalize-rewards", "--total-env-steps", 800],
                        tmp_path, env, "train", timeout=180)
     assert code == 0, err[-2000:]
     config = json.load(open(os.path.join(logdir, "config.json")))
-    assert config["std_head"] == "state" and config["normalize_rewards"] is True
+    assert config["std_head"] == "state" and config["normalize_rewards"] is True and config["mlp_units"] == "32,16"
     prefix = tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints"))
     reader = tf.train.load_checkpoint(prefix)
     names = [name for name, _ in tf.train.list_variables(prefix) if "OPTIMIZER" not in name]
     assert any(name.startswith("model/log_std_head/") and "kernel" in name for name in names), names
+    shapes = reader.get_variable_to_shape_map()
+    assert [shapes[n] for n in names if "policy_fc1" in n and "kernel" in n] == [[32, 16]], names
     count = [reader.get_tensor(n) for n in names if n.startswith("reward_norm/count")]
     var = [reader.get_tensor(n) for n in names if n.startswith("reward_norm/var")]
     steps = reader.get_tensor("env_steps/.ATTRIBUTES/VARIABLE_VALUE")  # 13 rollouts of 8 envs x 8 steps: 832
@@ -238,14 +243,23 @@ def test_pendulum_with_a_state_std_head_and_normalised_rewards_trains_evaluates_
     assert var and var[0] > 1.0  # Pendulum's returns (rewards down to -16 a step) spread far wider than the prior
     before = file_hashes(logdir)
     for changed, field in ((["--std-head", "shared", "--normalize-rewards"], "std_head='state'"),
-                           (["--std-head", "state", "--no-normalize-rewards"], "normalize_rewards=True")):
+                           (["--std-head", "state", "--no-normalize-rewards"], "normalize_rewards=True"),
+                           (["--std-head", "state", "--normalize-rewards", "--mlp-units", "64,64"],
+                            "mlp_units='32,16'")):
         code, _, err = run("a3c.py", args + changed + ["--total-env-steps", 1600], tmp_path, env, "resume")
         assert code == 2 and f"trained with {field}" in one_error_line(err), err
     assert file_hashes(logdir) == before
     code, _, err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "eval", "--episodes", 1,
                                        "--record", 0], tmp_path, env, "eval", timeout=180)
-    assert code == 0, err[-2000:]  # the saved config builds the same head for evaluation
-    assert json.load(open(tmp_path / "eval" / "scores.json"))["lengths"] == [200]
+    assert code == 0, err[-2000:]  # the saved config builds the same head and towers for evaluation
+    scores = json.load(open(tmp_path / "eval" / "scores.json"))
+    assert scores["lengths"] == [200]
+    code, _, err = run("a3c_test.py", ["--model", logdir, "--export", tmp_path / "saved"], tmp_path, env, "export")
+    assert code == 0, err[-2000:]
+    code, _, err = run("a3c_test.py", ["--model", tmp_path / "saved", "--out", tmp_path / "eval2", "--episodes", 1,
+                                       "--record", 0], tmp_path, env, "eval2")
+    assert code == 0, err[-2000:]
+    assert json.load(open(tmp_path / "eval2" / "scores.json"))["episodes"] == scores["episodes"]
 
 
 def test_bad_input_for_new_envs_fails_in_one_line_without_touching_the_run(cartpole_run, tmp_path):

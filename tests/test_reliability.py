@@ -27,7 +27,7 @@ import run_log
 from batch_agents import BatchAgents, Rollout
 from errors import RunError
 from learner import A3CLearner
-from helpers import SMALL, STEPS_PER_UPDATE, file_hashes, make_trainer
+from helpers import SMALL, STEPS_PER_UPDATE, file_hashes, make_trainer, wait_until
 
 
 def variables(trainer) -> list:
@@ -325,11 +325,14 @@ def test_the_lock_names_its_holder_and_a_forked_child_does_not_keep_it(tmp_path)
         os.close(ready_r), os.close(ready_w)
 
 
-def _orphaned_lock(logdir, hold_s: float) -> tuple[subprocess.Popen, int]:
-    """A process that holds the logdir's flock for `hold_s` while the lock file names a trainer that has exited,
-    as a worker a killed trainer started would."""
+def _orphaned_lock(logdir, hold_s: float, zombie: bool = False) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """A process that holds the logdir's flock for `hold_s` while the lock file names a trainer that has exited
+    (reaped, or a zombie nobody has waited for yet), as a worker a killed trainer started would."""
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
+    if zombie:
+        wait_until(lambda: open(f"/proc/{gone.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z", 30, "a zombie")
+    else:
+        gone.wait()
     holder = subprocess.Popen([sys.executable, "-c", f"""if True:
         import fcntl, sys, time
         f = open({os.path.join(str(logdir), checkpoints.LOCK_FILE)!r}, "a+")
@@ -338,7 +341,7 @@ def _orphaned_lock(logdir, hold_s: float) -> tuple[subprocess.Popen, int]:
         print("held", flush=True)
         time.sleep({hold_s})"""], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    return holder, gone.pid
+    return holder, gone  # the caller keeps `gone`: dropping the Popen would reap the zombie
 
 
 def test_a_lock_left_to_a_dead_trainers_child_is_waited_for_then_refused_naming_the_holder(tmp_path, capsys):
@@ -346,16 +349,16 @@ def test_a_lock_left_to_a_dead_trainers_child_is_waited_for_then_refused_naming_
     try:
         checkpoints.LogdirLock(str(tmp_path), orphan_grace_s=30).release()  # the holder lets go within the grace
         assert holder.wait(10) == 0  # it ran its hold out: the lock was not taken from under it
-        assert f"(pid {gone}) has exited; waiting up to 30 s" in capsys.readouterr().err
+        assert f"(pid {gone.pid}) has exited; waiting up to 30 s" in capsys.readouterr().err
     finally:
         holder.kill(), holder.wait()
-    holder, gone = _orphaned_lock(tmp_path, hold_s=60)
+    holder, gone = _orphaned_lock(tmp_path, hold_s=60, zombie=True)  # an unreaped trainer counts as gone too
     try:
-        with pytest.raises(RunError, match=rf"\(pid {gone} has exited; pid {holder.pid} still holds the lock\); "
+        with pytest.raises(RunError, match=rf"\(pid {gone.pid} has exited; pid {holder.pid} still holds the lock\); "
                                             "stop it or choose another --logdir"):
             checkpoints.LogdirLock(str(tmp_path), orphan_grace_s=0.5)
     finally:
-        holder.kill(), holder.wait()
+        holder.kill(), holder.wait(), gone.wait()
     checkpoints.LogdirLock(str(tmp_path), orphan_grace_s=0).release()
 
 

@@ -123,8 +123,11 @@ def trim_gif(source: str, out: str, max_bytes: int) -> tuple[int, int]:
                        duration=durations[:count], disposal=1)
         return buffer.getvalue()
 
-    low, high = 1, len(frames)  # encode(low) is written even if it is over the budget: one frame is the floor
-    best = encode(low)
+    whole = encode(len(frames))
+    if len(whole) <= max_bytes:  # the common case: one encoding, no search
+        low, high, best = len(frames), len(frames), whole
+    else:  # encode(1) is written even if it is over the budget: one frame is the floor
+        low, high, best = 1, len(frames) - 1, encode(1)
     while low < high:  # the largest count that fits; a GIF's size grows with its frame count
         middle = (low + high + 1) // 2
         data = encode(middle)
