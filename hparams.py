@@ -404,6 +404,14 @@ def parse_int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",")] if text.strip() else []
 
 
+def _int_list_or_invalid(text: str) -> list[int]:
+    """parse_int_list, or [0] (which every range check refuses) when an entry is not an integer."""
+    try:
+        return parse_int_list(text)
+    except ValueError:
+        return [0]
+
+
 def validate(hp: HParams) -> HParams:
     """Raise ConfigError naming the first out-of-range field and the valid range."""
     def need(ok: bool, msg: str):
@@ -431,17 +439,11 @@ def validate(hp: HParams) -> HParams:
          f"to train longer, raise --total-env-steps")
     need(hp.histogram_interval_updates >= 0,
          f"--histogram-interval-updates must be >= 0, got {hp.histogram_interval_updates}")
-    try:
-        lengths = parse_int_list(hp.t_max_per_thread)
-    except ValueError:
-        lengths = [0]
+    lengths = _int_list_or_invalid(hp.t_max_per_thread)
     need(all(n >= 1 for n in lengths),
          f"--t-max-per-thread must be positive integers separated by commas, e.g. 16,32,64; "
          f"got {hp.t_max_per_thread!r}")
-    try:
-        widths = parse_int_list(hp.mlp_units)
-    except ValueError:
-        widths = [0]
+    widths = _int_list_or_invalid(hp.mlp_units)
     need(1 <= len(widths) <= 8 and all(1 <= n <= 65_536 for n in widths),
          f"--mlp-units must be 1 to 8 layer widths, positive integers separated by commas, e.g. 64,64 or 256,256; "
          f"got {hp.mlp_units!r}")
