@@ -196,6 +196,12 @@ class BatchAgents:
             self.pending = None
 
     def close(self):
+        if self.in_flight is not None and hasattr(self.env, "recv"):
+            # A step sent by send_pending is still running: gymnasium's AsyncVectorEnv warns when closed like that.
+            try:
+                self.receive()
+            except Exception:  # noqa: BLE001 - closing anyway; the env's own error was or will be reported
+                pass
         close = getattr(self.env, "close", None)
         if close:
             close()

@@ -159,7 +159,33 @@ def make_gymnasium_env(hp: HParams, num_envs: int, *, rgb: bool = False, num_thr
     env = vector_class([make_one] * num_envs, autoreset_mode=AutoresetMode.NEXT_STEP)
     if isinstance(env.single_action_space, gymnasium.spaces.Box):
         env = _clipped_actions(env)
-    return env
+    return split_step(env)
+
+
+def split_step(env):
+    """`env` with the contract's optional send / recv when gymnasium's AsyncVectorEnv is underneath (its
+    step_async / step_wait), so --overlap-env-step lets the env processes step while the learner updates, as
+    ale-py's emulator threads do. Only a bare AsyncVectorEnv or one action wrapper around it (the chains this module
+    builds) is split: send applies the wrapper's action transform, and recv has no wrapper to skip. Anything else is
+    returned as it is (stepped whole)."""
+    from gymnasium.vector import AsyncVectorEnv, VectorActionWrapper, VectorWrapper
+    inner = env.unwrapped
+    if not isinstance(inner, AsyncVectorEnv):
+        return env
+    if env is inner:
+        transform = None
+    elif isinstance(env, VectorActionWrapper) and env.env is inner:
+        transform = env.actions
+    else:
+        return env
+
+    class SplitStep(VectorWrapper):
+        def send(self, actions):
+            inner.step_async(actions if transform is None else transform(actions))
+
+        def recv(self):
+            return inner.step_wait()
+    return SplitStep(env)
 
 
 def _clipped_actions(env):
@@ -207,10 +233,10 @@ def make_retro_env(hp: HParams, num_envs: int, *, rgb: bool = False, num_threads
     of max_episode_frames emulator frames."""
     import retro_games
     game, state = retro_games.resolve_retro_id(hp.env_id)
-    return retro_games.make_retro_vector_env(
+    return split_step(retro_games.make_retro_vector_env(
         game, state, num_envs, frameskip=hp.frameskip, noop_max=hp.noop_max,
         repeat_action_probability=hp.repeat_action_probability,
-        max_episode_steps=max(1, hp.max_episode_frames // hp.frameskip), rgb=rgb)
+        max_episode_steps=max(1, hp.max_episode_frames // hp.frameskip), rgb=rgb))
 
 
 RETRO = EnvFamily("retro", claims=lambda env_id: env_id.startswith("retro:"), check=check_retro_id,

@@ -240,7 +240,8 @@ class HParams:
     """Compile the train step with XLA."""
     overlap_env_step: bool = True
     """Send the next rollout's first actions to the emulator before the gradient step, so env stepping
-    and the update run at the same time (one more update of policy lag on 1 step in t_max)."""
+    and the update run at the same time (one more update of policy lag on 1 step in t_max). Atari, retro and
+    `--vector-env async`; a sync gymnasium env steps in the learner thread, so there it changes nothing."""
     precision: str = "float32"
     """`float32`, `bfloat16` (mixed precision: the conv/fc torso computes in bfloat16 while weights, heads,
     losses and gradients stay float32), or `auto`: bfloat16 where the device has bf16 units (a CPU with
@@ -354,6 +355,11 @@ PRESETS: dict[str, dict] = {
     # frames, episodic life (3 lives); 8 emulator processes in all.
     "airstriker": dict(env_id="retro:Airstriker-Genesis", logdir="runs/airstriker", envs_per_thread=4,
                        total_env_steps=10_000_000),
+    # The same with A3G's LSTM core (the A3C paper's recurrent agent), to be set against the feed-forward preset at
+    # the same env steps (issue 37; `python reproduce.py airstriker-lstm --seeds 3`). Step 2e-4: on Pong the LSTM at
+    # the feed-forward step of 7e-4 drove its fc features up ~100x and never learned; at 2e-4 it did (docs/tuning.md).
+    "airstriker-lstm": dict(env_id="retro:Airstriker-Genesis", logdir="runs/airstriker-lstm", envs_per_thread=4,
+                            network="a3c-lstm", learning_rate=2e-4, total_env_steps=10_000_000),
     # A few hundred steps; used by the tests and to check an install.
     "smoke": dict(env_id="ALE/Pong-v5", threads=2, envs_per_thread=4, total_env_steps=400,
                   logdir="runs/smoke", log_interval_s=1.0, progress_bar=False),

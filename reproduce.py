@@ -74,6 +74,10 @@ def atari_row(game: str) -> Row:
                also_eval=((atari_suite.STICKY_EVAL, (*flags, "--repeat-action-probability", "0.25")),))
 
 
+AIRSTRIKER_STEPS = 750_000
+AIRSTRIKER_PROTOCOLS = (("sample", ("--sample",)), ("epsilon-0.01", ("--epsilon", "0.01")),
+                        ("epsilon-0.05", ("--epsilon", "0.05")))
+
 ROWS: dict[str, Row] = {
     "pong": Row(("--preset", "pong"), (-15.0, 0.0, 18.0), stop_at=18.0),
     "pong-lstm": Row(("--preset", "pong-lstm", "--learning-rate", "2e-4"), (-15.0, 0.0, 18.0), stop_at=18.0),
@@ -99,6 +103,10 @@ ROWS: dict[str, Row] = {
     "pendulum": Row(("--preset", "pendulum"), (-250.0,)),
     "lunarlander": Row(("--preset", "lunarlander"), (200.0, 250.0)),
     "bipedalwalker": Row(("--preset", "bipedalwalker"), (250.0, 300.0)),
+    # Retro (issue 37): feed-forward against LSTM at the same 750K env steps (~30 min a seed on 2 cores), each seed
+    # evaluated greedy, sampled and with 1% and 5% random actions: what the family's protocol is chosen from.
+    **{name: Row(("--preset", name), (250.0, 300.0), also_eval=AIRSTRIKER_PROTOCOLS,
+                 legs=(("--stop-at-env-steps", str(AIRSTRIKER_STEPS)),)) for name in ("airstriker", "airstriker-lstm")},
     # The Atari suite (issue 36): one row per game, `python reproduce.py atari-seaquest --seeds 1`.
     **{f"atari-{hparams_lib.game_slug(game)}": atari_row(game) for game in atari_suite.GAMES},
 }

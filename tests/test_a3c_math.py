@@ -218,7 +218,8 @@ def _np_losses(logits, actions, advantages, values, targets, valid):
 def test_losses_match_numpy(seed):
     logits, actions, adv, values, targets, valid = _loss_inputs(seed)
     policy, value, ent = _np_losses(logits, actions, adv, values, targets, valid)
-    np.testing.assert_allclose(a3c_math.policy_loss(CAT.log_prob(logits, actions), adv, valid).numpy(), policy, rtol=1e-5)
+    np.testing.assert_allclose(a3c_math.policy_loss(CAT.log_prob(logits, actions), adv, valid).numpy(), policy,
+                               rtol=1e-5)
     np.testing.assert_allclose(a3c_math.value_loss(values, targets, valid).numpy(), value, rtol=1e-5)
     np.testing.assert_allclose(a3c_math.entropy(CAT.entropy(logits), valid).numpy(), ent, rtol=1e-5)
 
@@ -240,20 +241,20 @@ def test_invalid_steps_do_not_change_losses():
     values2 = np.where(inv, -1e3, values).astype(np.float32)
     targets2 = np.where(inv, 1e3, targets).astype(np.float32)
 
-    before = [a3c_math.policy_loss(CAT.log_prob(logits, actions), adv, valid), a3c_math.value_loss(values, targets, valid),
-              a3c_math.entropy(CAT.entropy(logits), valid)]
-    after = [a3c_math.policy_loss(CAT.log_prob(logits2, actions2), adv2, valid), a3c_math.value_loss(values2, targets2, valid),
-             a3c_math.entropy(CAT.entropy(logits2), valid)]
+    before = [a3c_math.policy_loss(CAT.log_prob(logits, actions), adv, valid),
+              a3c_math.value_loss(values, targets, valid), a3c_math.entropy(CAT.entropy(logits), valid)]
+    after = [a3c_math.policy_loss(CAT.log_prob(logits2, actions2), adv2, valid),
+             a3c_math.value_loss(values2, targets2, valid), a3c_math.entropy(CAT.entropy(logits2), valid)]
     for b, a, name in zip(before, after, ["policy", "value", "entropy"]):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, err_msg=name)
 
     # Same for the whole objective: change everything the env reports at invalid steps.
     rewards, term, trunc, _, boot = random_rollout(5, T=5, B=3)
-    total, _ = a3c_math.a3c_loss(CAT.log_prob(logits, actions), CAT.entropy(logits), values, rewards, term, trunc, valid, boot,
-                                 0.99, 0.95, 0.5, 0.01)
+    total, _ = a3c_math.a3c_loss(CAT.log_prob(logits, actions), CAT.entropy(logits), values, rewards, term, trunc,
+                                 valid, boot, 0.99, 0.95, 0.5, 0.01)
     # Perturbing logits / actions at invalid steps does not enter any loss term (values do, as bootstraps).
-    total2, _ = a3c_math.a3c_loss(CAT.log_prob(logits2, actions2), CAT.entropy(logits2), values, rewards, term, trunc, valid, boot,
-                                  0.99, 0.95, 0.5, 0.01)
+    total2, _ = a3c_math.a3c_loss(CAT.log_prob(logits2, actions2), CAT.entropy(logits2), values, rewards, term,
+                                  trunc, valid, boot, 0.99, 0.95, 0.5, 0.01)
     np.testing.assert_allclose(total2.numpy(), total.numpy(), rtol=1e-6)
 
 
@@ -263,8 +264,8 @@ def test_all_invalid_mask_gives_zero_finite_losses_and_gradients():
     logits_v, values_v = tf.Variable(logits), tf.Variable(values)
     rewards, term, trunc, _, boot = random_rollout(6, T=5, B=3)
     with tf.GradientTape() as tape:
-        total, parts = a3c_math.a3c_loss(CAT.log_prob(logits_v, actions), CAT.entropy(logits_v), values_v, rewards, term, trunc, valid, boot,
-                                         0.99, 1.0, 0.5, 0.01)
+        total, parts = a3c_math.a3c_loss(CAT.log_prob(logits_v, actions), CAT.entropy(logits_v), values_v, rewards,
+                                         term, trunc, valid, boot, 0.99, 1.0, 0.5, 0.01)
     for name, x in dict(parts, total=total).items():
         assert np.isfinite(x.numpy()), name
         assert x.numpy() == 0.0, name
@@ -323,8 +324,8 @@ def test_a3c_loss_value_gradient_comes_only_from_value_loss():
     value_coef = 0.5
     with tf.GradientTape() as tape:
         tape.watch(v_t)
-        total, _ = a3c_math.a3c_loss(CAT.log_prob(logits, actions), CAT.entropy(logits), v_t, rewards, term, trunc, valid, boot,
-                                     0.99, 0.9, value_coef, 0.01)
+        total, _ = a3c_math.a3c_loss(CAT.log_prob(logits, actions), CAT.entropy(logits), v_t, rewards, term, trunc,
+                                     valid, boot, 0.99, 0.9, value_coef, 0.01)
     targets = np_gae(rewards, term, trunc, values, boot, 0.99, 0.9) + values
     m = valid.astype(np.float64)
     np.testing.assert_allclose(tape.gradient(total, v_t).numpy(), value_coef * m * (values - targets) / m.sum(),
@@ -335,8 +336,8 @@ def test_a3c_loss_total_and_parts():
     logits, actions, _, values, _, valid = _loss_inputs(12)
     rewards, term, trunc, _, boot = random_rollout(13, T=5, B=3)
     gamma, lambda_, value_coef, beta = 0.99, 0.95, 0.5, 0.01
-    total, parts = a3c_math.a3c_loss(CAT.log_prob(logits, actions), CAT.entropy(logits), values, rewards, term, trunc, valid, boot,
-                                     gamma, lambda_, value_coef, beta)
+    total, parts = a3c_math.a3c_loss(CAT.log_prob(logits, actions), CAT.entropy(logits), values, rewards, term,
+                                     trunc, valid, boot, gamma, lambda_, value_coef, beta)
     adv = np_gae(rewards, term, trunc, values, boot, gamma, lambda_)
     policy, value, ent = _np_losses(logits, actions, adv, values, adv + values, valid)
     np.testing.assert_allclose(parts["policy"].numpy(), policy, rtol=1e-4, atol=1e-6)

@@ -32,7 +32,8 @@ def _agents(hp):
 def test_learner_replays_after_replay_start_and_reports_its_metrics():
     hp = _hp()
     learner = make_learner(hp, discrete(6))
-    assert isinstance(learner, ACERLearner) and learner.net.q_head and "replay: 1 threads x 200" in learner.startup_lines[0]
+    assert isinstance(learner, ACERLearner) and learner.net.q_head
+    assert "replay: 1 threads x 200" in learner.startup_lines[0]
     agents = _agents(hp)
     counts = []
     for i in range(8):  # 20 transitions per rollout: replay starts after 3 rollouts (60)

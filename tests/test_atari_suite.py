@@ -106,3 +106,36 @@ def test_missing_models_directory_is_one_line_exit_2(tmp_path):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "atari_table.py"), "--models",
                           str(tmp_path / "nope")], capture_output=True, text=True)
     assert out.returncode == 2 and "is not a directory" in out.stderr and "Traceback" not in out.stderr
+
+
+def _write_progress(models, game, rows):
+    with open(models / hparams.game_slug(game) / "progress.csv", "w") as f:
+        f.write("env_steps,wall_time_s,episodes,mean_return\n")
+        f.writelines(f"{s},{s / 1000},{e},{r}\n" for s, e, r in rows)
+
+
+def test_the_suite_plot_draws_each_trained_curve_against_its_anchors_and_marks_the_rest(tmp_path):
+    _write(tmp_path, "Qbert", _summary(16000.0))
+    _write_progress(tmp_path, "Qbert", [(0, 0, ""), (5_000_000, 120, 9000.0), (10_000_000, 260, 16000.0)])
+    curves = {game: atari_table.read_curve(str(tmp_path), game) for game in atari_suite.GAMES}
+    assert curves["Qbert"]["env_steps"] == [5_000_000, 10_000_000] and curves["Boxing"] is None  # no return yet: dropped
+    fig = atari_table.suite_figure(curves)
+    panels = {ax.get_title().split(":")[0]: ax for ax in fig.axes if ax.get_title()}
+    assert set(panels) == set(atari_suite.GAMES)
+    qbert = panels["Qbert"]
+    assert qbert.get_title() == "Qbert: 16,000 at 10.0M"
+    drawn = [tuple(line.get_ydata()) for line in qbert.get_lines()]
+    assert (9000.0, 16000.0) in drawn
+    assert sorted(y[0] for y in drawn if len(set(y)) == 1 and len(y) == 2) == sorted(atari_suite.ANCHORS["Qbert"])
+    assert [t.get_text() for t in panels["Boxing"].texts] == ["not trained yet"]
+    assert [t.get_text() for t in qbert.texts] == []
+    out = tmp_path / "suite.png"
+    assert atari_table.main(["--models", str(tmp_path), "--plot", str(out)]) == 0 and out.stat().st_size > 10_000
+
+
+def test_the_suite_plot_without_a_progress_csv_is_one_line_exit_2(tmp_path):
+    _write(tmp_path, "Qbert", _summary(16000.0))
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "atari_table.py"), "--models", str(tmp_path),
+                          "--plot", str(tmp_path / "suite.png")], capture_output=True, text=True)
+    assert out.returncode == 2 and "no progress.csv at" in out.stderr and "beside its summary.json" in out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr and not (tmp_path / "suite.png").exists()

@@ -306,7 +306,7 @@ def test_async_vector_env_plays_the_same_games_as_sync():
     sync = envs.make_vector_env(hp_for("CartPole-v1"), 2)
     async_ = envs.make_vector_env(hp_for("CartPole-v1", vector_env="async"), 2)
     try:
-        assert type(async_).__name__ == "AsyncVectorEnv"
+        assert type(async_.unwrapped).__name__ == "AsyncVectorEnv" and hasattr(async_, "send")
         for env in (sync, async_):
             env.reset(seed=11)
         actions = np.random.default_rng(0).integers(0, 2, (30, 2)).astype(np.int32)
@@ -315,6 +315,37 @@ def test_async_vector_env_plays_the_same_games_as_sync():
     finally:
         sync.close()
         async_.close()
+
+
+def test_an_async_vector_env_steps_during_the_update_and_gives_the_same_rollouts(recwarn):
+    """--overlap-env-step on gymnasium's AsyncVectorEnv (the retro family's too): send / recv are step_async /
+    step_wait, Box actions still reach the env clipped, and the rollouts equal those of a sync env stepped whole."""
+    sync = envs.make_vector_env(hp_for("Pendulum-v1"), 2)
+    async_ = envs.make_vector_env(hp_for("Pendulum-v1", vector_env="async"), 2)
+    assert not hasattr(sync, "send") and hasattr(async_, "send") and hasattr(async_, "recv")
+    inner, sent = async_.unwrapped, []
+    step_async = inner.step_async
+    inner.step_async = lambda actions: (sent.append(np.array(actions)), step_async(actions))[1]
+
+    def policy(obs, state, reset, seed):  # depends on the observation; beyond [-2, 2] half the time
+        return np.round(obs[:, :1] * 3.0, 3).astype(np.float32), np.zeros(len(obs), np.float32), state
+    rollouts = {}
+    for name, env in (("sync", sync), ("async", async_)):
+        agents = BatchAgents(env, seed=5)
+        rollouts[name] = []
+        for _ in range(4):
+            rollouts[name].append(agents.collect(policy, 6)[0])
+            agents.send_pending()
+            assert (agents.in_flight is not None) == (name == "async")
+        agents.close()  # with the async env's step still in flight: received, not warned about
+    for plain, overlapped in zip(rollouts["sync"], rollouts["async"]):
+        for field, a, b in zip(plain._fields, plain, overlapped):
+            if a is not None:
+                np.testing.assert_array_equal(a, b, err_msg=field)
+    # The rollout keeps the policy's sample; the env processes got it clipped to Pendulum's [-2, 2].
+    assert np.abs(np.concatenate([r.actions for r in rollouts["async"]])).max() > 2.0
+    assert len(sent) == 4 * 6 + 1 and np.abs(np.concatenate(sent)).max() <= 2.0  # + the step close received
+    assert not [w for w in recwarn if "close" in str(w.message)]
 
 
 def test_dict_tuple_and_text_spaces_are_refused_in_one_line(tmp_path):

@@ -35,7 +35,8 @@ def test_atari_preset_takes_the_game_from_env_id_and_names_the_run_after_it():
     hp = hparams.parse_args(["--preset", "atari", "--env-id", "ALE/MsPacman-v5"])
     assert hp.env_id == "ALE/MsPacman-v5" and hp.logdir == "runs/atari-mspacman"
     assert hp.algorithm == "acer" and hp.total_env_steps == 10_000_000
-    assert hparams.parse_args(["--preset", "atari", "--env-id", "SeaquestNoFrameskip-v4"]).logdir == "runs/atari-seaquest"
+    seaquest = hparams.parse_args(["--preset", "atari", "--env-id", "SeaquestNoFrameskip-v4"])
+    assert seaquest.logdir == "runs/atari-seaquest"
     assert hparams.parse_args(["--preset", "atari", "--env-id", "ALE/Qbert-v5", "--logdir", "x"]).logdir == "x"
 
 
@@ -60,7 +61,8 @@ def test_preset_breakout_sets_env():
 
 
 def test_override_wins_over_preset_regardless_of_order():
-    for argv in (["--preset", "breakout", "--env-id", "ALE/Pong-v5"], ["--env-id", "ALE/Pong-v5", "--preset", "breakout"]):
+    for argv in (["--preset", "breakout", "--env-id", "ALE/Pong-v5"],
+                 ["--env-id", "ALE/Pong-v5", "--preset", "breakout"]):
         hp = hparams.parse_args(argv)
         assert hp.env_id == "ALE/Pong-v5" and hp.logdir == "runs/breakout"
 
@@ -216,7 +218,8 @@ def test_new_choices_are_accepted():
     (["--vtrace-c-clip", "-1"], "--vtrace-c-clip must be > 0"),
     (["--ray-address", "auto"], "--ray-address auto needs --executor ray"),
     (["--executor", "ray", "--per-thread-stats"], "--per-thread-stats is for --executor local"),
-    (["--executor", "ray", "--histogram-interval-updates", "10"], "--histogram-interval-updates is for --executor local"),
+    (["--executor", "ray", "--histogram-interval-updates", "10"],
+     "--histogram-interval-updates is for --executor local"),
 ])
 def test_cluster_and_vtrace_bad_values_name_the_flag_and_the_fix(argv, words):
     with pytest.raises(ConfigError, match=re.escape(words)):

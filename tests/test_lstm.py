@@ -166,7 +166,8 @@ def test_lstm_train_step_traces_once_for_every_rollout_shape():
     rng = np.random.default_rng(0)
     for T_, B in [(5, 2), (3, 4), (20, 3)]:
         learner.train_on(Rollout(rng.integers(0, 256, (T_, B, 4, 84, 84), dtype=np.uint8),
-                                 rng.integers(0, 4, (T_, B)).astype(np.int32), rng.normal(size=(T_, B)).astype(np.float32),
+                                 rng.integers(0, 4, (T_, B)).astype(np.int32),
+                                 rng.normal(size=(T_, B)).astype(np.float32),
                                  rng.random((T_, B)) < 0.2, np.zeros((T_, B), bool), np.ones((T_, B), bool),
                                  rng.random((T_, B)) < 0.2, rng.normal(size=(B, 512)).astype(np.float32),
                                  rng.normal(size=B).astype(np.float32)), 1e-4)

@@ -68,7 +68,8 @@ def test_output_does_not_depend_on_batch_composition(net):
     batched = net(tf.constant(frames))
     for i in range(3):
         single = net(tf.constant(frames[i:i + 1]))
-        np.testing.assert_allclose(batched.policy_params.numpy()[i], single.policy_params.numpy()[0], atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(batched.policy_params.numpy()[i], single.policy_params.numpy()[0],
+                                   atol=1e-5, rtol=1e-5)
         np.testing.assert_allclose(batched.value.numpy()[i], single.value.numpy()[0], atol=1e-5, rtol=1e-5)
     # and distinct frames give distinct values (the input is actually used)
     assert len(set(np.round(batched.value.numpy(), 7))) == 3

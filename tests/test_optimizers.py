@@ -27,7 +27,8 @@ def np_rmsprop(w, grads, lrs, decay, eps, init="zeros"):
 
 def np_adam(w, grads, lrs, beta1, beta2, eps):
     """Kingma & Ba 2015, bias-corrected, in the paper's efficient form (end of Section 2), eps outside the sqrt:
-    m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;  lr_t = lr sqrt(1-b2^t) / (1-b1^t);  w <- w - lr_t m / (sqrt(v) + eps)
+    m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;  lr_t = lr sqrt(1-b2^t) / (1-b1^t);
+    w <- w - lr_t m / (sqrt(v) + eps)
     """
     w, m, v = w.astype(np.float64), np.zeros_like(w, np.float64), np.zeros_like(w, np.float64)
     for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
@@ -106,7 +107,8 @@ def test_first_rmsprop_step_by_start():
         steps[init] = -w.numpy()
     np.testing.assert_allclose(steps["zeros"], 1e-2 * np.sign(g), rtol=1e-3)
     np.testing.assert_allclose(steps["debiased"], 1e-3 * np.sign(g), rtol=1e-3)
-    np.testing.assert_allclose(steps["ones"], 1e-3 * g / np.sqrt(0.99 + 0.01 * g.astype(np.float64) ** 2 + 1e-14), rtol=1e-4)
+    np.testing.assert_allclose(steps["ones"], 1e-3 * g / np.sqrt(0.99 + 0.01 * g.astype(np.float64) ** 2 + 1e-14),
+                               rtol=1e-4)
 
 
 def test_unknown_rmsprop_start_is_refused():

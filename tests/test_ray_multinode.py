@@ -36,8 +36,9 @@ def _node_of(nodes, node_prefix):
 def _start(cluster, tmp_path, shards: int, extra=()):
     c, _ = cluster
     logdir = tmp_path / "run"
-    proc = Proc("a3c.py", CARTPOLE + ["--log-interval-s", 0.5, "--executor", "ray", "--ray-address", c.address, "--workers", 2,
-                                      "--ps-shards", shards, "--logdir", logdir, "--total-env-steps", 10**8, *extra],
+    proc = Proc("a3c.py", CARTPOLE + ["--log-interval-s", 0.5, "--executor", "ray", "--ray-address", c.address,
+                                      "--workers", 2, "--ps-shards", shards, "--logdir", logdir,
+                                      "--total-env-steps", 10**8, *extra],
                 tmp_path, cli_env(fake=False), "ray")
     wait_until(lambda: last_env_steps(logdir) > 0, 240, "the first steps", proc)
     return proc, logdir

@@ -237,7 +237,8 @@ def nature_run(tmp_path_factory):
     (["--env-id", "ALE/Breakout-v5"], "trained with env_id='ALE/Pong-v5'"),
     ({"num_actions": 4}, "policy over 6 actions"),
     ({"config_network": "a3c"}, "does not fit this network"),  # config.json lost its truth: the weights decide
-    (["--optimizer", "adam"], "trained with optimizer='rmsprop' but this run has optimizer='adam'; pass --optimizer rmsprop"),
+    (["--optimizer", "adam"],
+     "trained with optimizer='rmsprop' but this run has optimizer='adam'; pass --optimizer rmsprop"),
     (["--per-thread-stats"], "trained with per_thread_stats=False but this run has per_thread_stats=True; "
                              "pass --no-per-thread-stats"),
     (["--center-frames"], "trained with center_frames=False but this run has center_frames=True; "

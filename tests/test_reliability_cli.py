@@ -37,7 +37,8 @@ def saved_line(out: str) -> tuple[str, int, int, int]:
 
 def ckpt_counters(prefix: str) -> tuple[int, int, int]:
     reader = tf.train.load_checkpoint(prefix)
-    return tuple(int(reader.get_tensor(f"{k}/.ATTRIBUTES/VARIABLE_VALUE")) for k in ("env_steps", "episodes", "updates"))
+    return tuple(int(reader.get_tensor(f"{k}/.ATTRIBUTES/VARIABLE_VALUE"))
+                 for k in ("env_steps", "episodes", "updates"))
 
 
 @pytest.fixture(scope="module")

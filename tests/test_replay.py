@@ -34,7 +34,8 @@ class FrameStream:
             reset = self.rng.random(self.B) < self.p
             resets.append(reset)
             for b in range(self.B):
-                self.stacks[b] = self._restart(b) if reset[b] else np.concatenate([self.stacks[b, 1:], self._frame(b)[None]])
+                self.stacks[b] = (self._restart(b) if reset[b]
+                                  else np.concatenate([self.stacks[b, 1:], self._frame(b)[None]]))
         r = self.rng
         probs = r.random((T, self.B, A)).astype(np.float32)
         return dict(obs=np.stack(obs), actions=r.integers(0, A, (T, self.B)).astype(np.int32),

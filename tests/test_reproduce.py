@@ -1,6 +1,7 @@
 """reproduce.py: the pipeline of a README row end to end on a tiny budget (--quick), its figures from
 progress.csv, resuming, and its failure paths."""
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -230,3 +231,20 @@ def test_a_row_in_legs_trains_each_leg_on_from_the_last_and_reads_them_back(tmp_
     assert rows[3000] == pytest.approx(lr)  # leg 2: constant
     assert json.load(open(out / "seed-0" / "config.json"))["lr_schedule"] == "constant"
     assert again.count("finished earlier, read back") == 2 and "training in" not in again
+
+
+def test_the_airstriker_rows_differ_only_in_the_core_and_its_step_and_measure_four_protocols():
+    """Issue 37's comparison: feed-forward against LSTM at the same env steps, on the same settings otherwise."""
+    built = {}
+    for name in ("airstriker", "airstriker-lstm"):
+        row = reproduce.ROWS[name]
+        command = reproduce.train_command(reproduce.parse_args([name]), row, 0, "d", 0)
+        built[name] = hparams.parse_args(command[2:])
+        assert hparams.step_budget(built[name]) == 750_000 and built[name].total_env_steps == 10_000_000
+        assert {flags for _, flags in row.also_eval} == {("--sample",), ("--epsilon", "0.01"), ("--epsilon", "0.05")}
+        quick = reproduce.train_command(reproduce.parse_args([name, "--quick"]), row, 0, "d", 0)
+        assert hparams.step_budget(hparams.parse_args(quick[2:])) == reproduce.QUICK_STEPS
+    ff, lstm = built["airstriker"], built["airstriker-lstm"]
+    assert (ff.network, lstm.network) == ("auto", "a3c-lstm") and (ff.learning_rate, lstm.learning_rate) == (7e-4, 2e-4)
+    differ = {f.name for f in dataclasses.fields(ff) if getattr(ff, f.name) != getattr(lstm, f.name)}
+    assert differ == {"network", "learning_rate"}

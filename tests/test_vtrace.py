@@ -226,7 +226,8 @@ def test_invalid_steps_do_not_change_the_loss():
 @pytest.mark.parametrize("which", ["log_rhos", "rewards", "terminated", "truncated", "values"])
 def test_vtrace_targets_reject_non_time_major(bad_shape, which):
     args = dict(log_rhos=np.zeros((4, 2), np.float32), rewards=np.zeros((4, 2), np.float32),
-                terminated=np.zeros((4, 2), bool), truncated=np.zeros((4, 2), bool), values=np.zeros((4, 2), np.float32))
+                terminated=np.zeros((4, 2), bool), truncated=np.zeros((4, 2), bool),
+                values=np.zeros((4, 2), np.float32))
     args[which] = np.zeros(bad_shape, args[which].dtype)
     with pytest.raises(RANK_ERRORS):
         a3c_math.vtrace_targets(**args, bootstrap_value=np.zeros((2,), np.float32), gamma=0.9)
