@@ -507,11 +507,16 @@ class ACERLearner(A3CLearner):
             grads = tape.gradient(loss, net.trainable_variables)
             clipped, grad_norm = tf.clip_by_global_norm(grads, hp.max_grad_norm)
             finite = tf.math.is_finite(grad_norm) & tf.math.is_finite(loss)
+            if not replayed:  # each step's observation is folded into --normalize-obs's statistics once, here
+                net.update_obs_norm(obs, valid)
 
             def apply_and_average():
                 optimizer.apply(clipped, net.trainable_variables, learning_rate)
                 for avg, shared in zip(avg_net.variables, net.variables):
-                    avg.assign(hp.acer_avg_decay * avg + (1.0 - hp.acer_avg_decay) * shared)
+                    # Weights are averaged; statistics (--normalize-obs) are copied: the average policy reads the
+                    # observations as the learner does
+                    avg.assign(hp.acer_avg_decay * avg + (1.0 - hp.acer_avg_decay) * shared if avg.trainable
+                               else shared)
                 return tf.constant(True)
             tf.cond(finite, apply_and_average, lambda: tf.constant(False))
         return dict(loss=loss, grad_norm=grad_norm, applied=finite, **parts)

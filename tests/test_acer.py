@@ -217,7 +217,6 @@ def test_acer_refuses_gsde_and_recurrent_networks(tmp_path):
                                     tmp_path / "run", "--no-progress-bar", "--envs-per-thread", 4], tmp_path,
                          cli_env(fake=False))
     assert code == 2 and "--algorithm acer needs --std-head shared or state" in one_error_line(err)
-    assert not (tmp_path / "run" / "checkpoints").exists()
     code, out, err = run("a3c.py", SMOKE + ["--algorithm", "acer", "--network", "a3c-lstm", "--logdir",
                                             tmp_path / "lstm"], tmp_path, cli_env())
     assert code == 2 and "--algorithm acer needs a feed-forward --network" in one_error_line(err)
@@ -382,6 +381,9 @@ def test_continuous_acer_replays_gaussian_rollouts_and_trains_policy_critic_and_
     finally:
         agents.close()
     memory = learner.memories[0]
+    # --normalize-obs's statistics: the on-policy steps (valid ones) folded in once each; the average net reads alike
+    assert learner.net.obs_norm.count.numpy() == 6 * 20  # no episode ended: every step valid
+    np.testing.assert_array_equal(learner.avg_net.obs_norm.mean.numpy(), learner.net.obs_norm.mean.numpy())
     assert sum(counts[2:]) > 0 and memory.actions.shape[1:] == (4, 1) and memory.actions.dtype == np.float32
     # The newest rollout as stored: its actions as drawn, mu as the Gaussian's [mean, log_std] (no softmax)
     np.testing.assert_array_equal(memory.actions[25:30], rollout.actions)
