@@ -168,9 +168,10 @@ def test_continuous_acer_loss_matches_the_algorithm_3_reference(seed, trust_regi
                                           x["q_taken"], x["q_sampled"], x["rewards"], x["terminated"],
                                           x["truncated"], x["valid"], x["boot"], 0.9, 3.0, 1.0, 0.5, 0.01,
                                           trust_region)
-    np.testing.assert_allclose(total.numpy(), want_total, rtol=2e-4, atol=2e-5)
+    # float32 against float64: sums of ~20 terms up to ~20 in size can cancel to ~0.04 (seed 3's policy part)
+    np.testing.assert_allclose(total.numpy(), want_total, rtol=2e-4, atol=2e-4)
     for name, value in want.items():
-        np.testing.assert_allclose(parts[name].numpy(), value, rtol=2e-4, atol=2e-5, err_msg=name)
+        np.testing.assert_allclose(parts[name].numpy(), value, rtol=2e-4, atol=2e-4, err_msg=name)
     if trust_region:
         assert parts["trust_region_scale"].numpy() > 0  # the projection was active somewhere: it was tested
 
