@@ -1,4 +1,5 @@
-"""The ACER math for discrete actions, as pure functions on time-major tensors.
+"""The ACER math, as pure functions on time-major tensors: discrete actions (Sections 3.1-3.3) and a diagonal
+Gaussian policy with a stochastic dueling critic (Section 5, Algorithm 3; `continuous_acer_loss`).
 
 Wang et al. 2016, "Sample Efficient Actor-Critic with Experience Replay", arXiv 1611.01224, Algorithm 2 and
 Sections 3.1-3.3. Notation:
@@ -22,6 +23,8 @@ Must not: hold variables, call the network, keep the replay buffer or the averag
 envs or files.
 """
 from __future__ import annotations
+
+import math
 
 import tensorflow as tf
 
@@ -77,10 +80,22 @@ def retrace_targets(rewards, terminated, truncated, q_taken, values, rhos_taken,
     """
     _check_rank(2, rewards=rewards, terminated=terminated, truncated=truncated, q_taken=q_taken, values=values,
                 rhos_taken=rhos_taken)
+    return retrace_with_traces(rewards, terminated, truncated, q_taken, values, lambda_ * tf.minimum(1.0, rhos_taken),
+                               bootstrap_value, gamma)
+
+
+def retrace_with_traces(rewards, terminated, truncated, q_taken, values, traces, bootstrap_value, gamma):
+    """retrace_targets' recursion with the traces cbar_i given: Q_ret <- cbar_i (Q_ret - Q(x_i, a_i)) + V(x_i).
+
+    The discrete rule passes lambda_ * min(1, rho_i); the continuous one min(1, rho_i^(1/d)) (d action dimensions,
+    Section 5), and its Q_opc (the target of the policy gradient) traces of 1. Episode boundaries as in
+    retrace_targets. All [T, B] float32 but bootstrap_value [B]; the result is under stop_gradient."""
+    _check_rank(2, rewards=rewards, terminated=terminated, truncated=truncated, q_taken=q_taken, values=values,
+                traces=traces)
     not_terminated = 1.0 - tf.cast(terminated, tf.float32)
     truncated_f = tf.cast(truncated, tf.float32)
     v_next = a3c_math.next_values(values, bootstrap_value)
-    cbar = lambda_ * tf.minimum(1.0, rhos_taken)
+    cbar = tf.convert_to_tensor(traces, tf.float32)
 
     def step(acc, inputs):
         _, carried = acc  # carried: the value step i+1 hands back (after its cbar update)
@@ -213,4 +228,148 @@ def acer_loss(probs, avg_probs, behaviour_probs, q_values, actions, rewards, ter
              "trust_region_kl": _masked_mean(kl(avg, f), valid),
              "trust_region_scale": _masked_mean(scale, valid),
              "advantage": _masked_mean(q_ret - values, valid)}
+    return total, parts
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Continuous actions: a diagonal Gaussian policy and a stochastic dueling critic (Section 5, Algorithm 3)
+# ----------------------------------------------------------------------------------------------------------
+# Continuous ACER's policy statistics phi are the Gaussian's [mean, log_std] (distributions.DiagGaussian's params),
+# so its policy gradient g, the KL gradient k and the projected z are vectors of 2D numbers per step.
+_HALF_LOG_2PI = 0.9189385332046727
+_MAX_LOG_RATIO = 60.0  # exp(60) ~ 1e26: log rho beyond it means rho = inf for every weight below
+
+
+def _split_gaussian(params):
+    mean, log_std = tf.split(tf.convert_to_tensor(params, tf.float32), 2, axis=-1)
+    return mean, log_std
+
+
+def gaussian_log_prob(params, actions):
+    """log N(a; mean, diag(std^2)) summed over the D dimensions: params [..., 2D], actions [..., D] -> [...]."""
+    mean, log_std = _split_gaussian(params)
+    z = (actions - mean) * tf.exp(-log_std)
+    return tf.reduce_sum(-0.5 * tf.square(z) - log_std - _HALF_LOG_2PI, axis=-1)
+
+
+def gaussian_log_prob_gradient(params, actions):
+    """d log f(a | phi) / d phi for phi = [mean, log_std]: [..., 2D] = [(a - mean) / std^2, ((a - mean) / std)^2 - 1],
+    under stop_gradient."""
+    mean, log_std = _split_gaussian(params)
+    inv_var = tf.exp(-2.0 * log_std)
+    diff = actions - mean
+    return tf.stop_gradient(tf.concat([diff * inv_var, tf.square(diff) * inv_var - 1.0], -1))
+
+
+def gaussian_kl(avg_params, params):
+    """KL[N_avg || N] per step, summed over D: sum log_std - log_std_avg + (std_avg^2 + (mean_avg - mean)^2) /
+    (2 std^2) - 1/2. [..., 2D] x 2 -> [...]."""
+    avg_mean, avg_log_std = _split_gaussian(avg_params)
+    mean, log_std = _split_gaussian(params)
+    ratio = (tf.exp(2.0 * avg_log_std) + tf.square(avg_mean - mean)) * tf.exp(-2.0 * log_std)
+    return tf.reduce_sum(log_std - avg_log_std + 0.5 * ratio - 0.5, axis=-1)
+
+
+def gaussian_kl_gradient(avg_params, params):
+    """k = d KL[N_avg || N] / d phi for phi = [mean, log_std] of N: [..., 2D] = [(mean - mean_avg) / std^2,
+    1 - (std_avg^2 + (mean_avg - mean)^2) / std^2], under stop_gradient."""
+    avg_mean, avg_log_std = _split_gaussian(avg_params)
+    mean, log_std = _split_gaussian(params)
+    inv_var = tf.exp(-2.0 * log_std)
+    return tf.stop_gradient(tf.concat(
+        [(mean - avg_mean) * inv_var, 1.0 - (tf.exp(2.0 * avg_log_std) + tf.square(avg_mean - mean)) * inv_var], -1))
+
+
+def sdn_q_values(values, advantages):
+    """The stochastic dueling network's estimates (Section 5): Q~(x, a) = V(x) + A(x, a) - mean_i A(x, u_i).
+
+    Args:
+      values: [T, B] float32, V(x_t).
+      advantages: [T, B, 2 + n] float32: A(x_t, .) at the taken action a_t, at the sampled a'_t, then at n >= 1
+        actions u_i drawn from the current policy.
+    Returns:
+      [T, B, 2] float32: Q~(x_t, a_t) and Q~(x_t, a'_t).
+    """
+    _check_rank(2, values=values)
+    tf.debugging.assert_rank(advantages, 3, message="advantages must be time-major [T, B, 2 + n]")
+    baseline = tf.reduce_mean(advantages[..., 2:], axis=-1)
+    return values[..., None] + advantages[..., :2] - baseline[..., None]
+
+
+def continuous_acer_loss(params, avg_params, behaviour_params, actions, sampled_actions, values, q_taken,
+                         q_sampled, rewards, terminated, truncated, valid, bootstrap_value, gamma, c, delta,
+                         value_coef, entropy_beta, trust_region=True):
+    """ACER for a diagonal Gaussian policy (Section 5, Algorithm 3): policy + value_coef * value - entropy_beta *
+    entropy.
+
+      rho_t      = f(a_t | x_t) / mu(a_t | x_t)  (from stop_gradient(params)); rho'_t the same at a'_t ~ f.
+      Q_ret      = retrace_with_traces(..., cbar_t = min(1, rho_t^(1/d)), Q~(x_t, a_t), V_t), constant.
+      Q_opc      = the same recursion with traces of 1 (the policy gradient's target), constant.
+      g_t        = min(c, rho_t) (Q_opc_t - V_t) d log f(a_t)/d phi + [1 - c / rho'_t]_+ (Q~(x_t, a'_t) - V_t)
+                   d log f(a'_t)/d phi, over phi = [mean, log_std] (2D numbers per step).
+      z_t        = trust_region_projection(g_t, d KL[f_avg || f] / d phi, delta) (z = g without the trust region).
+      policy     = -mean_valid sum_p stop_gradient(z_p) phi_p: backprop applies z to the network's statistics.
+      value      = mean_valid 0.5 (Q_ret_t - Q~(x_t, a_t))^2 + 0.5 (V_target_t - V_t)^2 with the constant
+                   V_target_t = min(1, rho_t) (Q_ret_t - Q~(x_t, a_t)) + V_t: Algorithm 3's two critic terms.
+      entropy    = mean_valid of the Gaussian's entropy.
+    Importance ratios are formed from log-probabilities, capped before exp, so a far-off action gives finite weights.
+
+    Args:
+      params: [T, B, 2D] float32, [mean, log_std] under the learner's weights (differentiable).
+      avg_params: [T, B, 2D] float32, the average policy network's (a constant here).
+      behaviour_params: [T, B, 2D] float32, mu's, recorded when the step was collected.
+      actions: [T, B, D] float32, a_t (the policy's own sample, before any clipping by the env).
+      sampled_actions: [T, B, D] float32, a'_t drawn from f(. | x_t) by the caller (a constant).
+      values: [T, B] float32, V(x_t) (differentiable).
+      q_taken, q_sampled: [T, B] float32, Q~(x_t, a_t) (differentiable) and Q~(x_t, a'_t) (a constant here).
+      rewards, terminated, truncated, valid: [T, B].  bootstrap_value: [B] float32, V(x_T).
+      gamma, c, delta, value_coef, entropy_beta: floats.  trust_region: bool.
+    Returns:
+      (total scalar, parts {"policy", "value", "entropy", "rho", "rho_truncated", "trust_region_kl",
+       "trust_region_scale", "advantage"}), float32 scalars (masked means over valid steps).
+    """
+    _check_rank(3, params=params, avg_params=avg_params, behaviour_params=behaviour_params, actions=actions,
+                sampled_actions=sampled_actions)
+    _check_rank(2, values=values, q_taken=q_taken, q_sampled=q_sampled, rewards=rewards, terminated=terminated,
+                truncated=truncated, valid=valid)
+    params = tf.convert_to_tensor(params, tf.float32)
+    values = tf.convert_to_tensor(values, tf.float32)
+    q_taken = tf.convert_to_tensor(q_taken, tf.float32)
+    phi = tf.stop_gradient(params)
+    mu = tf.stop_gradient(tf.convert_to_tensor(behaviour_params, tf.float32))
+    actions = tf.convert_to_tensor(actions, tf.float32)
+    sampled = tf.stop_gradient(tf.convert_to_tensor(sampled_actions, tf.float32))
+    v, q_t = tf.stop_gradient(values), tf.stop_gradient(q_taken)
+    q_s = tf.stop_gradient(tf.convert_to_tensor(q_sampled, tf.float32))
+    dims = tf.cast(tf.shape(actions)[-1], tf.float32)
+
+    log_rho = tf.minimum(gaussian_log_prob(phi, actions) - gaussian_log_prob(mu, actions), _MAX_LOG_RATIO)
+    log_rho_sampled = tf.minimum(gaussian_log_prob(phi, sampled) - gaussian_log_prob(mu, sampled), _MAX_LOG_RATIO)
+    rho = tf.exp(log_rho)
+    bootstrap_value = tf.stop_gradient(tf.convert_to_tensor(bootstrap_value, tf.float32))
+    traces = tf.exp(tf.minimum(0.0, log_rho / dims))  # min(1, rho^(1/d))
+    q_ret = retrace_with_traces(rewards, terminated, truncated, q_t, v, traces, bootstrap_value, gamma)
+    q_opc = retrace_with_traces(rewards, terminated, truncated, q_t, v, tf.ones_like(v), bootstrap_value, gamma)
+
+    weight_taken = tf.exp(tf.minimum(log_rho, math.log(c)))  # min(c, rho)
+    correction = tf.nn.relu(1.0 - c * tf.exp(-log_rho_sampled))  # [1 - c / rho']_+
+    g = ((weight_taken * (q_opc - v))[..., None] * gaussian_log_prob_gradient(phi, actions)
+         + (correction * (q_s - v))[..., None] * gaussian_log_prob_gradient(phi, sampled))
+    avg = tf.stop_gradient(tf.convert_to_tensor(avg_params, tf.float32))
+    if trust_region:
+        z, scale = trust_region_projection(g, gaussian_kl_gradient(avg, phi), delta)
+    else:
+        z, scale = tf.stop_gradient(g), tf.zeros_like(v)
+
+    pl = -_masked_mean(tf.reduce_sum(z * params, axis=-1), valid)
+    v_target = tf.stop_gradient(tf.minimum(1.0, rho) * (q_ret - q_t) + v)
+    vl = _masked_mean(0.5 * tf.square(q_ret - q_taken) + 0.5 * tf.square(v_target - values), valid)
+    _, log_std = _split_gaussian(params)
+    ent = _masked_mean(tf.reduce_sum(log_std + 0.5 + _HALF_LOG_2PI, axis=-1), valid)
+    total = pl + value_coef * vl - entropy_beta * ent
+    parts = {"policy": pl, "value": vl, "entropy": ent, "rho": _masked_mean(rho, valid),
+             "rho_truncated": _masked_mean(tf.cast(log_rho > math.log(c), tf.float32), valid),
+             "trust_region_kl": _masked_mean(gaussian_kl(avg, phi), valid),
+             "trust_region_scale": _masked_mean(scale, valid),
+             "advantage": _masked_mean(q_opc - v, valid)}
     return total, parts

@@ -112,8 +112,8 @@ class HParams:
     # --- ACER (--algorithm acer) -----------------------------------------------------------------------
     algorithm: str = "a3c"
     """`a3c`, or `acer` (Wang et al. 2016): a Q head, per-thread replay, Retrace targets, truncated importance
-    sampling with bias correction and a trust region against an average policy. Feed-forward nets, discrete
-    actions."""
+    sampling with bias correction and a trust region against an average policy. Feed-forward nets; discrete
+    actions, or Box actions with the paper's stochastic dueling critic (--std-head shared or state)."""
     replay_ratio: float = 4.0
     """ACER: off-policy updates per on-policy update, drawn from Poisson(replay_ratio); 0 = on-policy ACER."""
     replay_batch_envs: int = 0

@@ -48,6 +48,10 @@ from optimizers import SharedOptimizer  # noqa: E402
 from reward_norm import ReturnNormalizer  # noqa: E402
 from specs import ATARI_OBS, ActionSpec, ObsSpec, as_action_spec  # noqa: E402
 
+# Continuous ACER: actions u_i ~ pi per state for the dueling critic's baseline mean_i A(s, u_i); more samples lower
+# its variance at one more advantage-head row each.
+SDN_SAMPLES = 5
+
 
 class Learner(Protocol):
     net: object
@@ -427,7 +431,8 @@ def available_memory_bytes() -> int | None:
 
 
 class ACERLearner(A3CLearner):
-    """ACER (Wang et al. 2016, arXiv 1611.01224) behind the same interface (--algorithm acer).
+    """ACER (Wang et al. 2016, arXiv 1611.01224) behind the same interface (--algorithm acer), for discrete actions
+    (a Q head) and for Box actions (a diagonal Gaussian with the stochastic dueling critic of the paper's Section 5).
 
     `train_on` from learner thread i: one on-policy update from its rollout (mu = the acting policy, recorded by
     `act` as the rollout's behaviour_params), the rollout into thread i's replay memory (replay.py), then
@@ -443,15 +448,18 @@ class ACERLearner(A3CLearner):
 
     def __init__(self, hp: HParams, action: ActionSpec | int, device: str | None = None, obs: ObsSpec = ATARI_OBS):
         action = as_action_spec(action)
-        if not action.is_discrete:
-            raise ConfigError("--algorithm acer needs discrete actions (this env's are continuous); use a3c")
+        if not action.is_discrete and hp.std_head == "sde":
+            raise ConfigError("--algorithm acer needs --std-head shared or state for continuous actions: gSDE holds "
+                              "its noise for several steps, so a step's probability under it is not the Gaussian's "
+                              "that replay's importance weights need")
         if NETWORKS.get(hp.network, (None, 0))[1]:
             raise ConfigError(f"--algorithm acer needs a feed-forward --network (not {hp.network}); use a3c or nature")
         super().__init__(hp, action, device, obs)
         if len(self.devices) > 1:
             raise ConfigError("--algorithm acer runs on one device; give --devices one device")
-        per_step = replay.bytes_per_step(obs.shape, obs.dtype, action.size, self.net.state_size,
-                                         min(hp.t_max_of(i) for i in range(hp.threads)))
+        dist = self.net.dist
+        per_step = replay.bytes_per_step(obs.shape, obs.dtype, dist.params_size, self.net.state_size,
+                                         min(hp.t_max_of(i) for i in range(hp.threads)), dist.action_shape)
         total = hp.threads * hp.replay_capacity * per_step
         free = available_memory_bytes()
         if free is not None and total > free:
@@ -467,6 +475,9 @@ class ACERLearner(A3CLearner):
             avg.assign(shared)
         self.memories = [None] * hp.threads
         self.rngs = [np.random.default_rng([hp.seed, 7, i]) for i in range(hp.threads)]
+        if not action.is_discrete:  # the actions continuous ACER draws from the current policy inside its update
+            with tf.device(self.device):
+                self.sdn_rng = tf.random.Generator.from_seed(hp.seed * 1_000_003 + 17)
         self.acer_updates = {}  # (replayed, optimizer index) -> tf.function
 
     def _acer_step(self, optimizer_index: int, replayed: bool, obs, actions, rewards, terminated, truncated, valid,
@@ -483,34 +494,59 @@ class ACERLearner(A3CLearner):
             frames_in = net.frames_input(tf.reshape(obs, tf.concat([[-1], tf.shape(obs)[2:]], 0)))
             with tf.GradientTape() as tape:
                 out = net.unroll(obs, initial_state, resets, frames_in)
-                logits, q = out.policy_params[:T], out.q_values[:T]
                 bootstrap = tf.stop_gradient(out.value[-1]) if replayed else bootstrap_value
-                avg_logits = avg_net.unroll(obs[:T], initial_state, resets[:T], frames_in).policy_params
-                loss, parts = acer_math.acer_loss(
-                    tf.nn.softmax(logits), tf.nn.softmax(avg_logits), behaviour_probs, q, actions, rewards,
-                    terminated, truncated, valid, bootstrap, hp.gamma, hp.acer_c, hp.acer_delta, hp.value_coef,
-                    hp.entropy_beta, hp.acer_trust_region)
+                avg_params = avg_net.unroll(obs[:T], initial_state, resets[:T], frames_in).policy_params
+                if self.action_spec.is_discrete:
+                    loss, parts = acer_math.acer_loss(
+                        tf.nn.softmax(out.policy_params[:T]), tf.nn.softmax(avg_params), behaviour_probs,
+                        out.q_values[:T], actions, rewards, terminated, truncated, valid, bootstrap, hp.gamma,
+                        hp.acer_c, hp.acer_delta, hp.value_coef, hp.entropy_beta, hp.acer_trust_region)
+                else:
+                    loss, parts = self._continuous_loss(out, avg_params, T, actions, rewards, terminated, truncated,
+                                                        valid, behaviour_probs, bootstrap)
             grads = tape.gradient(loss, net.trainable_variables)
             clipped, grad_norm = tf.clip_by_global_norm(grads, hp.max_grad_norm)
             finite = tf.math.is_finite(grad_norm) & tf.math.is_finite(loss)
+            if not replayed:  # each step's observation is folded into --normalize-obs's statistics once, here
+                net.update_obs_norm(obs, valid)
 
             def apply_and_average():
                 optimizer.apply(clipped, net.trainable_variables, learning_rate)
                 for avg, shared in zip(avg_net.variables, net.variables):
-                    avg.assign(hp.acer_avg_decay * avg + (1.0 - hp.acer_avg_decay) * shared)
+                    # Weights are averaged; statistics (--normalize-obs) are copied: the average policy reads the
+                    # observations as the learner does
+                    avg.assign(hp.acer_avg_decay * avg + (1.0 - hp.acer_avg_decay) * shared if avg.trainable
+                               else shared)
                 return tf.constant(True)
             tf.cond(finite, apply_and_average, lambda: tf.constant(False))
         return dict(loss=loss, grad_norm=grad_norm, applied=finite, **parts)
+
+    def _continuous_loss(self, out, avg_params, T, actions, rewards, terminated, truncated, valid, behaviour_params,
+                         bootstrap):
+        """acer_math.continuous_acer_loss on the unroll `out`: a'_t and SDN_SAMPLES actions u_i drawn from the
+        current policy at every step (constants), the advantage head at a_t, a'_t and the u_i, the SDN estimates."""
+        hp, net = self.hp, self.net
+        params, values = out.policy_params[:T], out.value[:T]
+        mean, log_std = tf.split(tf.stop_gradient(params), 2, axis=-1)  # [T, B, D] each
+        shape = tf.concat([tf.shape(mean)[:2], [1 + SDN_SAMPLES], tf.shape(mean)[2:]], 0)
+        draws = mean[:, :, None] + tf.exp(log_std)[:, :, None] * self.sdn_rng.normal(shape)  # a'_t, then the u_i
+        advantages = net.advantage(out.critic_features[:T], tf.concat([actions[:, :, None], draws], axis=2))
+        q = acer_math.sdn_q_values(values, advantages)
+        return acer_math.continuous_acer_loss(
+            params, avg_params, behaviour_params, actions, draws[:, :, 0], values, q[..., 0], q[..., 1], rewards,
+            terminated, truncated, valid, bootstrap, hp.gamma, hp.acer_c, hp.acer_delta, hp.value_coef,
+            hp.entropy_beta, hp.acer_trust_region)
 
     def _batch_signature(self, leading: list) -> list:
         """Input signature of an update's batch fields (obs ... behaviour_probs), each with `leading` axes before
         its own: [None] * 2 for one [T, B] batch, one more for a stack of them."""
         net, lead = self.net, list(leading)
-        return [tf.TensorSpec(lead + list(net.obs_spec.shape), net.obs_spec.dtype), tf.TensorSpec(lead, tf.int32),
+        return [tf.TensorSpec(lead + list(net.obs_spec.shape), net.obs_spec.dtype),
+                tf.TensorSpec(lead + list(net.dist.action_shape), net.dist.action_dtype),
                 tf.TensorSpec(lead, tf.float32), tf.TensorSpec(lead, tf.bool), tf.TensorSpec(lead, tf.bool),
                 tf.TensorSpec(lead, tf.bool), tf.TensorSpec(lead, tf.bool),
                 tf.TensorSpec(lead[:-2] + [None, net.state_size], tf.float32),
-                tf.TensorSpec(lead + [self.action_spec.size], tf.float32)]
+                tf.TensorSpec(lead + [net.dist.params_size], tf.float32)]
 
     def _acer_update(self, replayed: bool, optimizer_index: int):
         """tf.function: one update from one [T, B] batch (the on-policy rollout, or one replayed batch)."""
@@ -562,9 +598,10 @@ class ACERLearner(A3CLearner):
         lr = np.float32(learning_rate)
         optimizer_index = thread % len(self.optimizers)
         self._fold_rewards(rollout, thread)
-        logits = rollout.behaviour_params
-        mu = np.exp(logits - logits.max(-1, keepdims=True))
-        mu = (mu / mu.sum(-1, keepdims=True)).astype(np.float32)
+        mu = np.asarray(rollout.behaviour_params, np.float32)  # a Gaussian's [mean, log_std] as they are
+        if self.action_spec.is_discrete:  # logits -> probabilities
+            mu = np.exp(mu - mu.max(-1, keepdims=True))
+            mu = (mu / mu.sum(-1, keepdims=True)).astype(np.float32)
         t0 = time.perf_counter()
         result = self._acer_update(False, optimizer_index)(
             rollout.obs, rollout.actions, rollout.rewards, rollout.terminated, rollout.truncated, rollout.valid,
@@ -588,8 +625,10 @@ class ACERLearner(A3CLearner):
         return metrics
 
     def _new_memory(self, num_envs: int, t_max: int) -> replay.ReplayMemory:
+        dist = self.net.dist
         return replay.ReplayMemory(self.hp.replay_capacity // num_envs, num_envs, t_max, self.net.obs_spec.shape,
-                                   self.net.obs_spec.dtype, self.action_spec.size, self.net.state_size)
+                                   self.net.obs_spec.dtype, dist.params_size, self.net.state_size,
+                                   dist.action_shape, dist.action_dtype.as_numpy_dtype)
 
     def _memory(self, thread: int, num_envs: int, t_max: int) -> replay.ReplayMemory:
         """Thread `thread`'s replay memory, made on first use."""

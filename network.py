@@ -49,6 +49,8 @@ class AgentOutput(NamedTuple):
     state: tf.Tensor  # [B, S] float32 recurrent state after this step (S = 0 for feed-forward nets)
     q_values: tf.Tensor | None = None  # [B, A] float32, Q(s, .) (ACER's Q head; None without one)
     sde_features: tf.Tensor | None = None  # [B, F] float32, gSDE's features for its exploration noise (--std-head sde)
+    # [B, F] float32, what the value head reads: continuous ACER's advantage head A(x, a) takes them with the action
+    critic_features: tf.Tensor | None = None
 
 
 def compute_device() -> str:
@@ -367,13 +369,21 @@ class PolicyValueNet(keras.Model):
             self.sde_log_std = self.add_weight(name="sde_log_std", shape=(lstm_units or hidden, action.size),
                                                initializer=keras.initializers.Constant(log_std_init))
         self.q_head = q_head
-        if q_head:  # ACER: Q(s, .) for every action, and V(s) = sum_a pi(a|s) Q(s, a) instead of a value head
-            if not action.is_discrete:
-                raise ValueError("a Q head needs discrete actions")
+        if q_head and action.is_discrete:  # ACER: Q(s, .) for every action, and V(s) = sum_a pi(a|s) Q(s, a)
             self.q_values_head = keras.layers.Dense(action.size, name="q",
                                                     kernel_initializer=keras.initializers.Orthogonal(1.0))
         else:
             self.value_head = keras.layers.Dense(1, name="value", kernel_initializer=keras.initializers.Orthogonal(1.0))
+        if q_head and not action.is_discrete:
+            # Continuous ACER's stochastic dueling critic (Wang et al. 2016, Section 5): Q~(s, a) = V(s) + A(s, a) -
+            # mean_i A(s, u_i), u_i ~ pi. A is one tanh layer as wide as the features, on [features, action].
+            features = lstm_units or hidden
+            self.advantage_hidden = keras.layers.Dense(features, activation="tanh", name="advantage_fc",
+                                                       kernel_initializer=keras.initializers.Orthogonal(2 ** 0.5))
+            self.advantage_out = keras.layers.Dense(1, name="advantage",
+                                                    kernel_initializer=keras.initializers.Orthogonal(1.0))
+            self.advantage_hidden.build((None, features + action.size))
+            self.advantage_out.build((None, features))
 
     def initial_state(self, batch_size: int) -> tf.Tensor:
         return tf.zeros([batch_size, self.state_size], tf.float32)
@@ -438,7 +448,7 @@ class PolicyValueNet(keras.Model):
     def weight_layers(self) -> list:
         """The dense and conv layers, torso first, then the heads present."""
         names = self.tower_names if self.mlp else (*self.conv_names, "hidden")
-        heads = ("policy_head", "log_std_head", "q_values_head", "value_head")
+        heads = ("policy_head", "log_std_head", "q_values_head", "value_head", "advantage_hidden", "advantage_out")
         return [getattr(self, name) for name in names + heads if hasattr(self, name)]
 
     def update_obs_norm(self, obs, mask):
@@ -460,10 +470,19 @@ class PolicyValueNet(keras.Model):
             # The features only shape the noise: the loss moves L, not the torso (gSDE's learn_features=False).
             sde_features = tf.stop_gradient(policy_x)
             params = tf.concat([params, sde_log_std(sde_features, self.sde_log_std)], -1)
-        if self.q_head:
+        if self.q_head and self.action_spec.is_discrete:
             q = self.q_values_head(value_x)
             return AgentOutput(params, tf.reduce_sum(tf.nn.softmax(params) * q, -1), state, q, sde_features)
-        return AgentOutput(params, tf.squeeze(self.value_head(value_x), -1), state, None, sde_features)
+        return AgentOutput(params, tf.squeeze(self.value_head(value_x), -1), state, None, sde_features,
+                           value_x if self.q_head else None)
+
+    def advantage(self, critic_features, actions):
+        """Continuous ACER's A(s, a): critic_features `[..., F]` (AgentOutput.critic_features) and K actions per
+        state `[..., K, D]` -> `[..., K]` float32."""
+        shape = tf.concat([tf.shape(actions)[:-1], tf.shape(critic_features)[-1:]], 0)
+        features = tf.broadcast_to(tf.expand_dims(critic_features, -2), shape)
+        hidden = self.advantage_hidden(tf.concat([features, tf.cast(actions, features.dtype)], -1))
+        return tf.squeeze(self.advantage_out(hidden), -1)
 
     def call(self, obs, state=None) -> AgentOutput:
         """One step for a batch: observations `[B, *obs_shape]`, state `[B, S]` (None = zeros) -> AgentOutput."""

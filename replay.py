@@ -2,7 +2,8 @@
 
 A thread's B envs step in lockstep and its rollouts follow one another, so the memory is a ring of steps
 `[capacity_steps, B]`. Each step keeps the newest frame of its observation, the action, the raw reward, the
-terminated / truncated / valid / resets masks and the behaviour policy mu(.|s_t) `[A]`; each rollout keeps the
+terminated / truncated / valid / resets masks and the behaviour policy mu(.|s_t) (`[A]` probabilities, or a
+Gaussian's `[2D]` mean and log-std for Box actions, whose actions are kept as `[D]` float32); each rollout keeps the
 recurrent state at its start. A frame-stacked observation `[k, H, W]` uint8 is rebuilt from the last k frames;
 where the stack does not continue the previous step's (an episode start), the whole stack is kept beside the
 ring, once per such step. Flat observations are kept whole.
@@ -27,30 +28,34 @@ import numpy as np
 class ReplaySample(NamedTuple):
     """T steps of B env columns, time-major, as batch_agents.Rollout but with s_T and mu(.|s_t)."""
     obs: np.ndarray  # [T + 1, B, *obs_shape], s_0 .. s_T
-    actions: np.ndarray  # [T, B] int32
+    actions: np.ndarray  # [T, B] int32, or [T, B, D] float32 (Box actions)
     rewards: np.ndarray  # [T, B] float32, raw
     terminated: np.ndarray  # [T, B] bool
     truncated: np.ndarray  # [T, B] bool
     valid: np.ndarray  # [T, B] bool
     resets: np.ndarray  # [T + 1, B] bool, s_t starts an episode (recurrent state zeroed)
     initial_state: np.ndarray  # [B, S] float32
-    behaviour_probs: np.ndarray  # [T, B, A] float32, mu(.|s_t)
+    behaviour_probs: np.ndarray  # [T, B, P] float32, mu(.|s_t): A probabilities, or a Gaussian's 2D parameters
 
 
 def is_frame_stack(obs_shape: tuple, dtype) -> bool:
     return len(obs_shape) == 3 and np.dtype(dtype) == np.uint8
 
 
-def bytes_per_step(obs_shape: tuple, obs_dtype, num_actions: int, state_size: int, t_max: int) -> float:
-    """Bytes one env step costs in memory (whole stacks at episode starts not included: one per episode)."""
+def bytes_per_step(obs_shape: tuple, obs_dtype, num_actions: int, state_size: int, t_max: int,
+                   action_shape: tuple = ()) -> float:
+    """Bytes one env step costs in memory (whole stacks at episode starts not included: one per episode).
+    num_actions: the behaviour policy's numbers per step (A, or 2D for a Gaussian)."""
     obs_bytes = (int(np.prod(obs_shape[1:])) if is_frame_stack(obs_shape, obs_dtype)
                  else int(np.prod(obs_shape)) * np.dtype(obs_dtype).itemsize)
-    return obs_bytes + 4 * num_actions + 4 + 4 + 5 + 4 * state_size / t_max
+    return obs_bytes + 4 * num_actions + 4 * int(np.prod(action_shape)) + 4 + 5 + 4 * state_size / t_max
 
 
 class ReplayMemory:
     def __init__(self, capacity_steps: int, num_envs: int, t_max: int, obs_shape: tuple, obs_dtype,
-                 num_actions: int, state_size: int = 0):
+                 num_actions: int, state_size: int = 0, action_shape: tuple = (), action_dtype=np.int32):
+        """num_actions: the behaviour policy's numbers per step (A probabilities, or 2D Gaussian parameters);
+        action_shape / action_dtype: one action's (() int32 for discrete actions, (D,) float32 for Box)."""
         if capacity_steps < 2 * t_max:
             raise ValueError(f"a replay memory of {capacity_steps} steps per env holds less than two rollouts of "
                              f"{t_max}")
@@ -62,7 +67,7 @@ class ReplayMemory:
         frame_shape = tuple(obs_shape[1:]) if self.stacked else tuple(obs_shape)
         N, B = self.n, num_envs
         self.frames = np.zeros((N, B) + frame_shape, obs_dtype)
-        self.actions = np.zeros((N, B), np.int32)
+        self.actions = np.zeros((N, B) + tuple(action_shape), action_dtype)
         self.rewards = np.zeros((N, B), np.float32)
         self.terminated = np.zeros((N, B), bool)
         self.truncated = np.zeros((N, B), bool)

@@ -13,7 +13,7 @@ import hparams
 from batch_agents import BatchAgents
 from helpers import cli_env, file_hashes, one_error_line, run
 from learner import ACERLearner, make_learner
-from specs import discrete
+from specs import ActionSpec, ObsSpec, discrete
 
 SMOKE = ["--preset", "smoke", "--no-progress-bar"]  # fake env: 2 threads x 4 envs x t_max 5
 
@@ -213,10 +213,11 @@ def test_a3c_and_acer_checkpoints_do_not_resume_as_each_other(acer_run, tmp_path
     assert code == 2 and "algorithm" in one_error_line(err)
 
 
-def test_acer_refuses_continuous_actions_and_recurrent_networks(tmp_path):
-    code, out, err = run("a3c.py", ["--env-id", "Pendulum-v1", "--algorithm", "acer", "--logdir", tmp_path / "run",
-                                    "--no-progress-bar", "--envs-per-thread", 4], tmp_path, cli_env(fake=False))
-    assert code == 2 and "--algorithm acer needs discrete actions" in one_error_line(err)
+def test_acer_refuses_gsde_and_recurrent_networks(tmp_path):
+    code, out, err = run("a3c.py", ["--env-id", "Pendulum-v1", "--algorithm", "acer", "--std-head", "sde", "--logdir",
+                                    tmp_path / "run", "--no-progress-bar", "--envs-per-thread", 4], tmp_path,
+                         cli_env(fake=False))
+    assert code == 2 and "--algorithm acer needs --std-head shared or state" in one_error_line(err)
     code, out, err = run("a3c.py", SMOKE + ["--algorithm", "acer", "--network", "a3c-lstm", "--logdir",
                                             tmp_path / "lstm"], tmp_path, cli_env())
     assert code == 2 and "--algorithm acer needs a feed-forward --network" in one_error_line(err)
@@ -346,3 +347,103 @@ def test_lunarlander_preset_trains_acer_on_flat_observations_and_evaluates(tmp_p
     assert code == 0, err[-2000:]
     scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
     assert scores["env_steps_trained"] == 1600 and len(scores["lengths"]) == 2
+
+
+# ------------------------------------------------------------------------------------------------------
+# Continuous actions: a Gaussian policy with the stochastic dueling critic (the paper's Section 5)
+# ------------------------------------------------------------------------------------------------------
+PENDULUM_OBS = ObsSpec((3,), "float32")
+PENDULUM_ACTION = ActionSpec("box", 1, (-2.0,), (2.0,))
+
+
+def _pendulum(hp):
+    import envs
+    return BatchAgents(envs.make_vector_env(hp, hp.envs_per_thread), seed=0)
+
+
+def test_continuous_acer_replays_gaussian_rollouts_and_trains_policy_critic_and_advantage_head():
+    hp = _hp(env_id="Pendulum-v1", network="auto", replay_start=40, normalize_obs=True, reward_scale=0.1,
+             clip_rewards=False, episodic_life=False)
+    learner = make_learner(hp, PENDULUM_ACTION, obs=PENDULUM_OBS)
+    assert isinstance(learner, ACERLearner) and learner.net.q_head and not hasattr(learner.net, "q_values_head")
+    agents = _pendulum(hp)
+    watched = {v.path: v for v in learner.net.trainable_variables}
+    start = {name: v.numpy().copy() for name, v in watched.items()}
+    counts = []
+    try:
+        for _ in range(6):  # 20 transitions per rollout: replay from the third rollout on
+            rollout, _ = agents.collect(learner.policy(), hp.t_max)
+            assert rollout.behaviour_params.shape == (5, 4, 2) and rollout.actions.shape == (5, 4, 1)
+            m = learner.train_on(rollout, 1e-3)
+            assert m["applied"] and np.isfinite(m["loss"])
+            for key in ("policy", "value", "entropy", "rho", "rho_truncated", "trust_region_kl", "advantage"):
+                assert np.isfinite(m[key]), key
+            counts.append(m["off_policy_updates"])
+    finally:
+        agents.close()
+    memory = learner.memories[0]
+    # --normalize-obs's statistics: the on-policy steps (valid ones) folded in once each; the average net reads alike
+    assert learner.net.obs_norm.count.numpy() == 6 * 20  # no episode ended: every step valid
+    np.testing.assert_array_equal(learner.avg_net.obs_norm.mean.numpy(), learner.net.obs_norm.mean.numpy())
+    assert sum(counts[2:]) > 0 and memory.actions.shape[1:] == (4, 1) and memory.actions.dtype == np.float32
+    # The newest rollout as stored: its actions as drawn, mu as the Gaussian's [mean, log_std] (no softmax)
+    np.testing.assert_array_equal(memory.actions[25:30], rollout.actions)
+    np.testing.assert_array_equal(memory.probs[25:30], rollout.behaviour_params)
+    moved = {path for path, v in watched.items() if not np.array_equal(v.numpy(), start[path])}
+    for layer in ("policy", "value", "advantage_fc", "advantage", "log_std", "policy_fc0", "value_fc0"):
+        assert any(layer in path.split("/") for path in moved), (layer, sorted(moved))
+
+
+def test_continuous_replayed_updates_in_one_call_equal_one_call_each():
+    """As the discrete test above: the loop draws the same a'_t and u_i (one generator, the same order), so the
+    weights, the average network, the optimizer statistics and the metrics' means must match."""
+    hp = _hp(env_id="Pendulum-v1", network="auto", replay_ratio=0.0, acer_avg_decay=0.5, clip_rewards=False,
+             episodic_life=False)
+    learner = make_learner(hp, PENDULUM_ACTION, obs=PENDULUM_OBS)
+    agents = _pendulum(hp)
+    try:
+        for _ in range(5):
+            rollout, _ = agents.collect(learner.policy(), hp.t_max)
+            learner.train_on(rollout, 1e-3)
+    finally:
+        agents.close()
+    memory, lr, count = learner.memories[0], np.float32(1e-3), 3
+    state = list(learner.net.variables) + list(learner.avg_net.variables) + list(learner.optimizers[0].variables)
+    before, rng_state = [v.numpy() for v in state], learner.sdn_rng.state.numpy()
+    rng, each = np.random.default_rng(3), []
+    for _ in range(count):
+        batch = memory.sample(rng)
+        out = learner._acer_update(True, 0)(*batch, np.zeros(batch.valid.shape[1], np.float32), lr)
+        each.append({k: float(out[k]) for k in ACERLearner.REPLAY_METRICS})
+    one_at_a_time = [v.numpy() for v in state]
+    for v, value in zip(state, before):
+        v.assign(value)
+    learner.sdn_rng.state.assign(rng_state)
+    got = learner._replay_updates(0)(*memory.sample_many(np.random.default_rng(3), count), lr)
+    moved = 0
+    for v, want, start in zip(state, one_at_a_time, before):
+        np.testing.assert_allclose(v.numpy(), want, rtol=1e-5, atol=1e-7, err_msg=v.name)
+        moved += not np.array_equal(want, start)
+    assert moved > len(state) // 2
+    for key in ACERLearner.REPLAY_METRICS:
+        np.testing.assert_allclose(float(got[key]), np.mean([m[key] for m in each]), rtol=1e-5, err_msg=key)
+
+
+def test_pendulum_trains_with_continuous_acer_resumes_with_its_replay_and_evaluates(tmp_path):
+    """The command line end to end: Box actions through ACER's replay (actions [D] float32, mu as [mean, log_std]),
+    the replay saved and restored on resume, and a3c_test.py building the dueling critic the checkpoint holds."""
+    logdir = tmp_path / "pendulum"
+    args = ["--env-id", "Pendulum-v1", "--algorithm", "acer", "--envs-per-thread", 4, "--t-max", 5, "--logdir",
+            logdir, "--replay-start", 80, "--replay-capacity", 400, "--no-progress-bar", "--log-interval-s", 1]
+    code, out, err = run("a3c.py", args + ["--total-env-steps", 800], tmp_path, cli_env(fake=False), timeout=240)
+    assert code == 0, err[-2000:]
+    replay = np.load(logdir / "checkpoints" / "replay-800.npz")
+    assert replay["thread0/actions"].shape[1:] == (4, 1) and replay["thread0/actions"].dtype == np.float32
+    assert replay["thread0/probs"].shape[1:] == (4, 2)
+    code, out, err = run("a3c.py", args + ["--total-env-steps", 1200], tmp_path, cli_env(fake=False), timeout=240)
+    assert code == 0, err[-2000:]
+    assert "replay: restored" in out + err
+    code, out, err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "eval", "--episodes", 2,
+                                         "--max-steps", 50, "--record", 0, "--seed", 1], tmp_path, cli_env(fake=False))
+    assert code == 0, err[-2000:]
+    assert json.loads((tmp_path / "eval" / "scores.json").read_text())["env_steps_trained"] == 1200

@@ -155,8 +155,8 @@ def test_benchmark_runs_the_mlp_families(tmp_path, preset, env_id):
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--env-id", "Pendulum-v1", "--algorithm", "acer", "--envs-per-thread", "2"],
-     "--algorithm acer needs discrete actions"),  # raised while building the learner, after the envs
+    (["--env-id", "Pendulum-v1", "--algorithm", "acer", "--std-head", "sde", "--envs-per-thread", "2"],
+     "--algorithm acer needs --std-head shared or state"),  # raised while building the learner, after the envs
     (["--seconds", "0"], "--seconds must be > 0, got 0"),
     (["--warmup", "-1"], "--warmup must be >= 0, got -1"),
     (["--seconds", "abc"], "argument --seconds: invalid float value: 'abc'"),
