@@ -608,7 +608,7 @@ class ACERLearner(A3CLearner):
             rollout.resets, rollout.initial_state, mu, rollout.bootstrap_value, lr)
         metrics = {k: v.numpy() for k, v in result.items()}
         t1 = time.perf_counter()
-        T, B = rollout.actions.shape
+        T, B = rollout.actions.shape[:2]
         memory = self._memory(thread, B, T)
         memory.add(rollout.obs, rollout.actions, rollout.rewards, rollout.terminated, rollout.truncated,
                    rollout.valid, rollout.resets, rollout.initial_state, mu)

@@ -118,7 +118,8 @@ def test_the_suite_plot_draws_each_trained_curve_against_its_anchors_and_marks_t
     _write(tmp_path, "Qbert", _summary(16000.0))
     _write_progress(tmp_path, "Qbert", [(0, 0, ""), (5_000_000, 120, 9000.0), (10_000_000, 260, 16000.0)])
     curves = {game: atari_table.read_curve(str(tmp_path), game) for game in atari_suite.GAMES}
-    assert curves["Qbert"]["env_steps"] == [5_000_000, 10_000_000] and curves["Boxing"] is None  # no return yet: dropped
+    assert curves["Qbert"]["env_steps"] == [5_000_000, 10_000_000]  # the row without a return yet: dropped
+    assert curves["Boxing"] is None
     fig = atari_table.suite_figure(curves)
     panels = {ax.get_title().split(":")[0]: ax for ax in fig.axes if ax.get_title()}
     assert set(panels) == set(atari_suite.GAMES)
