@@ -131,13 +131,23 @@ def test_a_rollouts_replayed_updates_in_one_call_equal_one_call_each():
     for _ in range(5):
         rollout, _ = agents.collect(learner.policy(), hp.t_max)
         learner.train_on(rollout, 1e-3)  # (1e-2 can kill every ReLU on these frames: see the test above)
-    memory, lr, count = learner.memories[0], np.float32(1e-3), 3
+    each = _replayed_in_one_call_equal_one_call_each(learner, count=3)
+    assert len({m["trust_region_kl"] for m in each}) == 3  # three different updates, so the mean means something
+
+
+def _replayed_in_one_call_equal_one_call_each(learner, count: int) -> list:
+    """Apply `count` replayed batches one call each, rewind the weights, the average network, the optimizer statistics
+    (and continuous ACER's generator of a'/u draws), apply the same batches in one `_replay_updates` call: the
+    state after both and the metrics' means must match. Returns the per-call metrics."""
+    memory, lr = learner.memories[0], np.float32(1e-3)
     state = list(learner.net.variables) + list(learner.avg_net.variables) + list(learner.optimizers[0].variables)
+    if hasattr(learner, "sdn_rng"):
+        state.append(learner.sdn_rng.state)
     before = [v.numpy() for v in state]
     rng, each = np.random.default_rng(3), []
     for _ in range(count):
         batch = memory.sample(rng)
-        out = learner._acer_update(True, 0)(*batch, np.zeros(batch.actions.shape[1], np.float32), lr)
+        out = learner._acer_update(True, 0)(*batch, np.zeros(batch.valid.shape[1], np.float32), lr)
         each.append({k: float(out[k]) for k in ACERLearner.REPLAY_METRICS})
     one_at_a_time = [v.numpy() for v in state]
     for v, value in zip(state, before):
@@ -150,7 +160,7 @@ def test_a_rollouts_replayed_updates_in_one_call_equal_one_call_each():
     assert moved > len(state) // 2  # the updates did move the weights, the average and the statistics
     for key in ACERLearner.REPLAY_METRICS:
         np.testing.assert_allclose(float(got[key]), np.mean([m[key] for m in each]), rtol=1e-5, err_msg=key)
-    assert len({m["trust_region_kl"] for m in each}) == count  # three different updates, so the mean means something
+    return each
 
 
 @pytest.fixture(scope="module")
@@ -407,26 +417,7 @@ def test_continuous_replayed_updates_in_one_call_equal_one_call_each():
             learner.train_on(rollout, 1e-3)
     finally:
         agents.close()
-    memory, lr, count = learner.memories[0], np.float32(1e-3), 3
-    state = list(learner.net.variables) + list(learner.avg_net.variables) + list(learner.optimizers[0].variables)
-    before, rng_state = [v.numpy() for v in state], learner.sdn_rng.state.numpy()
-    rng, each = np.random.default_rng(3), []
-    for _ in range(count):
-        batch = memory.sample(rng)
-        out = learner._acer_update(True, 0)(*batch, np.zeros(batch.valid.shape[1], np.float32), lr)
-        each.append({k: float(out[k]) for k in ACERLearner.REPLAY_METRICS})
-    one_at_a_time = [v.numpy() for v in state]
-    for v, value in zip(state, before):
-        v.assign(value)
-    learner.sdn_rng.state.assign(rng_state)
-    got = learner._replay_updates(0)(*memory.sample_many(np.random.default_rng(3), count), lr)
-    moved = 0
-    for v, want, start in zip(state, one_at_a_time, before):
-        np.testing.assert_allclose(v.numpy(), want, rtol=1e-5, atol=1e-7, err_msg=v.name)
-        moved += not np.array_equal(want, start)
-    assert moved > len(state) // 2
-    for key in ACERLearner.REPLAY_METRICS:
-        np.testing.assert_allclose(float(got[key]), np.mean([m[key] for m in each]), rtol=1e-5, err_msg=key)
+    _replayed_in_one_call_equal_one_call_each(learner, count=3)
 
 
 def test_pendulum_trains_with_continuous_acer_resumes_with_its_replay_and_evaluates(tmp_path):
