@@ -102,6 +102,7 @@ ROWS: dict[str, Row] = {
     "cartpole": Row(("--preset", "cartpole"), (475.0,)),
     "pendulum": Row(("--preset", "pendulum"), (-250.0,)),
     "lunarlander": Row(("--preset", "lunarlander"), (200.0, 250.0)),
+    "lunarlander-continuous": Row(("--preset", "lunarlander-continuous"), (200.0, 250.0)),
     "bipedalwalker": Row(("--preset", "bipedalwalker"), (250.0, 300.0)),
     # Retro (issue 37): feed-forward against LSTM at the same 750K env steps (~30 min a seed on 2 cores), each seed
     # evaluated greedy, sampled and with 1% and 5% random actions: what the family's protocol is chosen from.

@@ -339,18 +339,22 @@ def test_no_save_replay_writes_no_replay_file_and_a_full_disk_turns_it_off(acer_
         trainer.close()
 
 
-def test_lunarlander_preset_trains_acer_on_flat_observations_and_evaluates(tmp_path):
-    """The `lunarlander` preset end to end on a tiny budget: ACER's replay on 8-float observations (the MLP torso
-    and its Q head), the replay memory saved with the checkpoint, and a3c_test.py reading the model back."""
+@pytest.mark.parametrize("preset, actions, probs", [("lunarlander", ((4,), np.int32), (4, 4)),
+                                                     ("lunarlander-continuous", ((4, 2), np.float32), (4, 4))])
+def test_lunarlander_preset_trains_acer_on_flat_observations_and_evaluates(tmp_path, preset, actions, probs):
+    """The `lunarlander` presets end to end on a tiny budget: ACER's replay on 8-float observations (the MLP torso
+    and its Q head, or the dueling critic for the continuous lander's Box(2) actions: mu kept as 2 means and 2
+    log-stds), the replay memory saved with the checkpoint, and a3c_test.py reading the model back."""
     logdir = tmp_path / "ll"
-    code, out, err = run("a3c.py", ["--preset", "lunarlander", "--total-env-steps", 1600, "--replay-start", 160,
+    code, out, err = run("a3c.py", ["--preset", preset, "--total-env-steps", 1600, "--replay-start", 160,
                                     "--envs-per-thread", 4, "--logdir", logdir, "--no-progress-bar"],
                          tmp_path, cli_env(fake=False), timeout=240)
     assert code == 0, err[-2000:]
     config = json.loads((logdir / "config.json").read_text())
     assert config["algorithm"] == "acer" and config["observation_space"]["shape"] == [8]
     replay = np.load(logdir / "checkpoints" / "replay-1600.npz")
-    assert replay["thread0/frames"].shape[1:] == (4, 8) and replay["thread0/probs"].shape[1:] == (4, 4)
+    assert replay["thread0/frames"].shape[1:] == (4, 8) and replay["thread0/probs"].shape[1:] == probs
+    assert (replay["thread0/actions"].shape[1:], replay["thread0/actions"].dtype) == actions
     assert replay["thread0/valid"].any()  # it holds the rollouts it learned from
     code, out, err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "eval", "--episodes", 2,
                                          "--max-steps", 50, "--record", 0, "--seed", 1], tmp_path, cli_env(fake=False))
