@@ -15,7 +15,7 @@ episodic life) with raw, unclipped scores.
 The agents run through the same code as training: envs.make_vector_env + BatchAgents, and the learner's
 policy (`--greedy` takes the argmax action, `--sample` samples the policy; `--epsilon E` replaces each action
 by a uniformly random one with probability E, which breaks the loops a greedy Atari policy can fall into and
-run to the time limit). N episodes are
+run to the time limit; what is not given comes from the env family's envs.EvalProtocol). N episodes are
 N envs of one vector env, each contributing its first finished episode. Videos come from a second, RGB vector
 env seeded alike and fed the same actions, so it plays the same games frame for frame.
 
@@ -38,7 +38,7 @@ import hparams as hparams_lib
 from checkpoints import load_config, prepare_writable_dir, read_config, resolve_checkpoint, restore_weights, \
     trained_env_steps, write_json_atomic
 import specs as specs_lib
-from envs import check_env_id, env_specs, family_of, make_vector_env, rom_name, video_fps
+from envs import EvalProtocol, check_env_id, env_specs, family_of, make_vector_env, rom_name, video_fps
 from errors import ArgumentParser, ConfigError, RunError, warn
 from tf_setup import configure_tensorflow, import_tensorflow
 
@@ -60,14 +60,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--episodes", type=int, default=30, help="episodes to play (one per env, in parallel)")
     mode = p.add_mutually_exclusive_group()
     # The pair shares one dest: its default is said in words (a printed default would be True for both flags).
-    mode.add_argument("--greedy", dest="greedy", action="store_true", default=True,
-                      help="take the most probable action (the default)")
+    # Unset (None), it and --epsilon take the env family's protocol (envs.EvalProtocol): greedy, epsilon 0 today.
+    mode.add_argument("--greedy", dest="greedy", action="store_true", default=None,
+                      help="take the most probable action (the default of every env family)")
     mode.add_argument("--sample", dest="greedy", action="store_false",
                       help="sample actions from the policy instead of taking the most probable one")
-    p.add_argument("--epsilon", type=float, default=0.0, metavar="E",
+    p.add_argument("--epsilon", type=float, default=None, metavar="E",
                    help="with probability E per env and step, play a uniformly random action instead of the "
                         "policy's (discrete actions only; 0.01 breaks greedy loops; DQN-family Atari evaluations "
-                        "use 0.05 down to 0.001)")
+                        "use 0.05 down to 0.001); default: the env family's, 0 for every family")
     p.add_argument("--seed", type=int, default=0, help="env j is seeded with seed + j; also seeds sampling")
     p.add_argument("--env-id", "--env", dest="env_id", default=None,
                    help="evaluate on this env id instead of the one trained on (same flag as a3c.py's)")
@@ -88,7 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     if args.repeat_action_probability is not None and not 0.0 <= args.repeat_action_probability <= 1.0:
         raise ConfigError(f"--repeat-action-probability must be in [0, 1], got {args.repeat_action_probability}")
-    if not 0.0 <= args.epsilon <= 1.0:
+    if args.epsilon is not None and not 0.0 <= args.epsilon <= 1.0:
         raise ConfigError(f"--epsilon must be in [0, 1], got {args.epsilon}")
     if args.record < 0:
         raise ConfigError(f"--record must be >= 0, got {args.record}")
@@ -190,6 +191,13 @@ def export(args) -> int:
     return 0
 
 
+def acting_rule(args: argparse.Namespace, protocol: EvalProtocol) -> EvalProtocol:
+    """The acting rule of this evaluation: --greedy / --sample and --epsilon where given, the env family's
+    protocol for what is not."""
+    return EvalProtocol(protocol.greedy if args.greedy is None else args.greedy,
+                        protocol.epsilon if args.epsilon is None else args.epsilon)
+
+
 def _check_epsilon(epsilon: float, action_spec, env_id: str) -> None:
     if epsilon > 0 and not action_spec.is_discrete:
         raise ConfigError(f"--epsilon needs a discrete action space; {env_id} has box({action_spec.size}) "
@@ -226,8 +234,9 @@ def evaluate(args) -> int:
     saved_hp, saved_specs = load_config(config_path)
     env_id = args.env_id or saved_hp.env_id
     check_env_id(env_id)
+    rule = acting_rule(args, family_of(env_id).eval_protocol)
     if saved_specs[1] is not None:  # refuse before --out is created; configs without action info: checked below
-        _check_epsilon(args.epsilon, saved_specs[1], env_id)
+        _check_epsilon(rule.epsilon, saved_specs[1], env_id)
     prepare_writable_dir(args.out, "--out")
     N = args.episodes
     K = min(args.record, N)
@@ -259,18 +268,18 @@ def evaluate(args) -> int:
             raise RunError(_mismatch_message(why, env_id, action_spec, saved_action, saved_hp.env_id, other_game,
                                              config_path, hp.full_action_space))
         action_spec = saved_action or action_spec
-        _check_epsilon(args.epsilon, action_spec, env_id)
+        _check_epsilon(rule.epsilon, action_spec, env_id)
         if other_game:
             warn(f"evaluating on {env_id} but the checkpoint was trained on {saved_hp.env_id}")
         if is_saved_model(args.model):
             from export import SavedPolicy
             saved = SavedPolicy(args.model, action_spec)
-            policy, state_size = saved.policy(greedy=args.greedy), saved.state_size
+            policy, state_size = saved.policy(greedy=rule.greedy), saved.state_size
             env_steps_trained = read_config(config_path).get("env_steps_trained")
         else:
             learner = make_learner(hp, action_spec, obs=obs_spec)
             restore_weights(learner.net, prefix)
-            policy, state_size = learner.policy(greedy=args.greedy), learner.net.state_size
+            policy, state_size = learner.policy(greedy=rule.greedy), learner.net.state_size
             env_steps_trained = trained_env_steps(prefix)
 
         agent = BatchAgents(env, seed=args.seed, state_size=state_size, episodic_life=False)
@@ -307,8 +316,8 @@ def evaluate(args) -> int:
         explore = np.random.default_rng([int(args.seed), 0xE951])
         while not finished.all():
             actions, _, agent.state, *_ = agent.act(policy)
-            if args.epsilon > 0:
-                actions = epsilon_random(actions, args.epsilon, action_spec.size, explore)
+            if rule.epsilon > 0:
+                actions = epsilon_random(actions, rule.epsilon, action_spec.size, explore)
             _, terminated, truncated, _, (ended_returns, ended_lengths) = agent.step(actions)
             if K and not all(v.closed for v in videos):
                 frames, reward, v_term, v_trunc, _ = video_env.step(actions[:K])
@@ -361,8 +370,8 @@ def evaluate(args) -> int:
         "std": float(np.std(returns)),
         "max": float(np.max(returns)),
         "min": float(np.min(returns)),
-        "greedy": bool(args.greedy),
-        "epsilon": float(args.epsilon),
+        "greedy": bool(rule.greedy),
+        "epsilon": float(rule.epsilon),
         "seed": int(args.seed),
         "env_steps_trained": env_steps_trained,
         "truncated_episodes": int(capped.sum() + time_limit.sum()),
@@ -375,7 +384,7 @@ def evaluate(args) -> int:
         "videos": [os.path.basename(p) for v in videos for p in (v.mp4_path, v.gif_path)],
     }
     write_json_atomic(os.path.join(args.out, "scores.json"), scores)
-    print(f"{scores['mean']:.2f} ± {scores['std']:.2f} over {N} episodes", flush=True)
+    print(f"{scores['mean']:.2f} ± {scores['std']:.2f} over {N} episodes ({rule.describe()})", flush=True)
     return 0
 
 

@@ -44,6 +44,16 @@ FAKE_ENV_VAR = "A3C_FAKE_ENV"
 EnvFactory = Callable[[int, int], object]
 
 
+class EvalProtocol(NamedTuple):
+    """How a3c_test.py acts when neither --greedy / --sample nor --epsilon is given: a family's evaluation default."""
+    greedy: bool = True  # the policy's most probable action (False: a sample of the policy)
+    epsilon: float = 0.0  # the chance per env and step of a uniformly random action instead (discrete actions)
+
+    def describe(self) -> str:
+        rule = "greedy" if self.greedy else "sampled"
+        return rule + (f" with {self.epsilon:g} random actions" if self.epsilon else "")
+
+
 class EnvFamily(NamedTuple):
     name: str
     claims: Callable[[str], bool]  # env_id -> does this family run it
@@ -51,6 +61,7 @@ class EnvFamily(NamedTuple):
     make: Callable[..., object]  # (hp, num_envs, *, rgb: bool, num_threads: int | None) -> vector env
     fps: Callable[[HParams], float] = lambda hp: 60.0 / hp.frameskip  # agent steps per second of play, for videos
     workers: Callable[[HParams], str] = lambda hp: "envs stepped in the learner thread"  # for the start-up line
+    eval_protocol: EvalProtocol = EvalProtocol()  # a3c_test.py's acting rule unless its flags say otherwise
 
 
 def _count(n: int, one: str, many: str) -> str:

@@ -1,9 +1,11 @@
-"""a3c_test.py's pure parts: the epsilon-random replacement of actions and the checks of its flags. The runs of
+"""a3c_test.py's pure parts: the epsilon-random replacement of actions, the acting rule from the flags and the env
+family's protocol, and the checks of its flags. The runs of
 a3c_test.py itself are in test_end_to_end, test_reliability_cli and test_gymnasium."""
 import numpy as np
 import pytest
 
 import a3c_test
+import envs
 from errors import ConfigError
 
 
@@ -37,5 +39,26 @@ def test_epsilon_outside_zero_one_is_a_one_line_config_error(value):
         a3c_test.parse_args(["--model", "m", "--out", "o", "--epsilon", value])
 
 
-def test_epsilon_defaults_to_zero():
-    assert a3c_test.parse_args(["--model", "m", "--out", "o"]).epsilon == 0.0
+@pytest.mark.parametrize("env_id", ["ALE/Pong-v5", "CartPole-v1", "retro:Airstriker-Genesis"])
+def test_without_flags_every_family_today_evaluates_greedy_with_epsilon_zero(env_id):
+    args = a3c_test.parse_args(["--model", "m", "--out", "o"])
+    assert (args.greedy, args.epsilon) == (None, None)  # unset: the family decides
+    assert a3c_test.acting_rule(args, envs.family_of(env_id).eval_protocol) == (True, 0.0)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ([], (False, 0.05)),  # nothing given: the family's protocol whole
+    (["--greedy"], (True, 0.05)),  # each flag overrides its own half only
+    (["--epsilon", "0"], (False, 0.0)),
+    (["--greedy", "--epsilon", "0.01"], (True, 0.01)),
+])
+def test_flags_override_the_familys_protocol_half_by_half(flags, expected):
+    family_protocol = envs.EvalProtocol(greedy=False, epsilon=0.05)
+    rule = a3c_test.acting_rule(a3c_test.parse_args(["--model", "m", "--out", "o", *flags]), family_protocol)
+    assert rule == expected
+
+
+def test_an_acting_rule_says_itself_in_words():
+    assert envs.EvalProtocol().describe() == "greedy"
+    assert envs.EvalProtocol(False, 0.0).describe() == "sampled"
+    assert envs.EvalProtocol(True, 0.01).describe() == "greedy with 0.01 random actions"

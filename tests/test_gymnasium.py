@@ -376,10 +376,12 @@ def test_cartpole_learns_in_a_short_run(tmp_path):
     assert code == 0, err[-2000:]
     rows = [r for r in progress_rows(logdir) if r["mean_return"]]
     assert max(float(r["mean_return"]) for r in rows) >= CARTPOLE_TRAINING_FLOOR, rows[-1]
-    code, _, greedy_err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "eval", "--episodes", 10,
-                                              "--record", 0], tmp_path, env, "eval", timeout=180)
+    code, greedy_out, greedy_err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "eval", "--episodes",
+                                                       10, "--record", 0], tmp_path, env, "eval", timeout=180)
     assert code == 0, greedy_err[-2000:]
-    assert json.load(open(tmp_path / "eval" / "scores.json"))["mean"] >= CARTPOLE_GREEDY_FLOOR
+    greedy = json.load(open(tmp_path / "eval" / "scores.json"))
+    assert greedy["mean"] >= CARTPOLE_GREEDY_FLOOR
+    assert (greedy["greedy"], greedy["epsilon"]) == (True, 0.0) and "episodes (greedy)" in greedy_out  # the default
     # --epsilon 1 replaces every greedy action by a uniformly random one: a random CartPole policy lasts ~22 steps
     code, _, err = run("a3c_test.py", ["--model", logdir, "--out", tmp_path / "random", "--episodes", 10,
                                        "--record", 0, "--epsilon", 1, "--no-progress-bar"], tmp_path, env, "random",

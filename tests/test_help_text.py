@@ -107,12 +107,15 @@ def test_no_option_shows_a_default_it_does_not_have(parse_args, monkeypatch):
 
 def test_a3c_test_says_greedy_is_the_default_and_sample_switches(monkeypatch):
     entries = help_entries(help_text(a3c_test.parse_args, monkeypatch))
-    assert "(the default)" in entries["--greedy"] and "default" not in entries["--sample"]
+    assert "(the default of every env family)" in entries["--greedy"] and "default" not in entries["--sample"]
+    assert "default: the env family's, 0 for every family" in entries["--epsilon"]
     assert "instead" in entries["--sample"]
     assert "(default:" not in entries["--no-progress-bar"] and "shown" in entries["--no-progress-bar"]
     assert "by default" in entries["--no-progress-bar"]
     # and the parser does what the help says
-    assert a3c_test.parse_args(["--model", "m", "--out", "o"]).greedy is True
+    unset = a3c_test.parse_args(["--model", "m", "--out", "o"])
+    assert unset.greedy is None and all(a3c_test.acting_rule(unset, family.eval_protocol).greedy
+                                        for family in envs.FAMILIES)
     assert a3c_test.parse_args(["--model", "m", "--out", "o", "--sample"]).greedy is False
     assert a3c_test.parse_args(["--model", "m", "--out", "o"]).progress_bar is True
     assert a3c_test.parse_args(["--model", "m", "--out", "o", "--no-progress-bar"]).progress_bar is False
