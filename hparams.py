@@ -346,7 +346,8 @@ PRESETS: dict[str, dict] = {
     "lunarlander": _LUNARLANDER,
     # The same on Box(2) actions (issue 37's second row): continuous ACER (docs/algorithms.md), a Gaussian with one
     # learned log-std per action and the stochastic dueling critic. A3C with the RL Zoo's gSDE recipe had a greedy
-    # median of -73.74 at 1M env steps and 100.73 at 5M over 3 seeds; this, seed 0, 188.53 at 1M (docs/tuning.md).
+    # median of -73.74 at 1M env steps and 100.73 at 5M over 3 seeds; this, 3 seeds, a median of 136.19 at 1M, but
+    # seed 1 of 3 learns to crash (-199): not robust yet (docs/tuning.md, LunarLanderContinuous).
     "lunarlander-continuous": dict(_LUNARLANDER, env_id="LunarLanderContinuous-v3",
                                    logdir="runs/lunarlander-continuous"),
     # The RL Zoo's A2C recipe (docs/tuning.md, BipedalWalker): gSDE exploration (a noise matrix per env, held for a
