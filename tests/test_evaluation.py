@@ -1,6 +1,6 @@
 """a3c_test.py's pure parts: the epsilon-random replacement of actions, the acting rule from the flags and the env
-family's protocol, and the checks of its flags. The runs of
-a3c_test.py itself are in test_end_to_end, test_reliability_cli and test_gymnasium."""
+family's protocol, and the checks of its flags. The runs of a3c_test.py itself are in test_end_to_end,
+test_reliability_cli and test_gymnasium."""
 import numpy as np
 import pytest
 
