@@ -191,11 +191,15 @@ def export(args) -> int:
     return 0
 
 
-def acting_rule(args: argparse.Namespace, protocol: EvalProtocol) -> EvalProtocol:
+def acting_rule(args: argparse.Namespace, protocol: EvalProtocol, action_spec=None) -> EvalProtocol:
     """The acting rule of this evaluation: --greedy / --sample and --epsilon where given, the env family's
-    protocol for what is not."""
-    return EvalProtocol(protocol.greedy if args.greedy is None else args.greedy,
-                        protocol.epsilon if args.epsilon is None else args.epsilon)
+    protocol for what is not. A family's random actions are drawn from a discrete action set, so on an env of
+    the family with box actions (action_spec known and not discrete) its epsilon is 0; a user's --epsilon is
+    kept and refused there by _check_epsilon."""
+    epsilon = protocol.epsilon if args.epsilon is None else args.epsilon
+    if args.epsilon is None and action_spec is not None and not action_spec.is_discrete:
+        epsilon = 0.0
+    return EvalProtocol(protocol.greedy if args.greedy is None else args.greedy, epsilon)
 
 
 def _check_epsilon(epsilon: float, action_spec, env_id: str) -> None:
@@ -234,7 +238,8 @@ def evaluate(args) -> int:
     saved_hp, saved_specs = load_config(config_path)
     env_id = args.env_id or saved_hp.env_id
     check_env_id(env_id)
-    rule = acting_rule(args, family_of(env_id).eval_protocol)
+    protocol = family_of(env_id).eval_protocol
+    rule = acting_rule(args, protocol, saved_specs[1])
     if saved_specs[1] is not None:  # refuse before --out is created; configs without action info: checked below
         _check_epsilon(rule.epsilon, saved_specs[1], env_id)
     prepare_writable_dir(args.out, "--out")
@@ -268,6 +273,7 @@ def evaluate(args) -> int:
             raise RunError(_mismatch_message(why, env_id, action_spec, saved_action, saved_hp.env_id, other_game,
                                              config_path, hp.full_action_space))
         action_spec = saved_action or action_spec
+        rule = acting_rule(args, protocol, action_spec)
         _check_epsilon(rule.epsilon, action_spec, env_id)
         if other_game:
             warn(f"evaluating on {env_id} but the checkpoint was trained on {saved_hp.env_id}")

@@ -7,6 +7,7 @@ import pytest
 import a3c_test
 import envs
 from errors import ConfigError
+from specs import ActionSpec
 
 
 def test_epsilon_zero_keeps_every_action_and_the_dtype():
@@ -56,6 +57,20 @@ def test_flags_override_the_familys_protocol_half_by_half(flags, expected):
     family_protocol = envs.EvalProtocol(greedy=False, epsilon=0.05)
     rule = a3c_test.acting_rule(a3c_test.parse_args(["--model", "m", "--out", "o", *flags]), family_protocol)
     assert rule == expected
+
+
+def test_a_familys_random_actions_are_dropped_on_box_actions_but_a_users_are_kept_to_be_refused():
+    family_protocol = envs.EvalProtocol(greedy=True, epsilon=0.05)
+    box, discrete = ActionSpec("box", 2, (-1.0, -1.0), (1.0, 1.0)), ActionSpec("discrete", 4)
+    unset = a3c_test.parse_args(["--model", "m", "--out", "o"])
+    assert a3c_test.acting_rule(unset, family_protocol, box) == (True, 0.0)
+    assert a3c_test.acting_rule(unset, family_protocol, discrete) == (True, 0.05)
+    assert a3c_test.acting_rule(unset, family_protocol, None) == (True, 0.05)  # not known yet: as the family says
+    given = a3c_test.parse_args(["--model", "m", "--out", "o", "--epsilon", "0.01"])
+    rule = a3c_test.acting_rule(given, family_protocol, box)
+    assert rule == (True, 0.01)
+    with pytest.raises(ConfigError, match=r"--epsilon needs a discrete action space"):
+        a3c_test._check_epsilon(rule.epsilon, box, "LunarLanderContinuous-v3")
 
 
 def test_an_acting_rule_says_itself_in_words():
