@@ -495,7 +495,11 @@ class ACERLearner(A3CLearner):
             with tf.GradientTape() as tape:
                 out = net.unroll(obs, initial_state, resets, frames_in)
                 bootstrap = tf.stop_gradient(out.value[-1]) if replayed else bootstrap_value
-                avg_params = avg_net.unroll(obs[:T], initial_state, resets[:T], frames_in).policy_params
+                if hp.acer_trust_region:
+                    avg_params = avg_net.unroll(obs[:T], initial_state, resets[:T], frames_in).policy_params
+                else:  # the average policy only shapes the trust region: without it, its forward is skipped
+                    # (~a third of an Atari update) and trust_region_kl reads 0
+                    avg_params = out.policy_params[:T]
                 if self.action_spec.is_discrete:
                     loss, parts = acer_math.acer_loss(
                         tf.nn.softmax(out.policy_params[:T]), tf.nn.softmax(avg_params), behaviour_probs,

@@ -121,6 +121,38 @@ def test_both_networks_share_one_frame_preprocessing_and_the_update_is_unchanged
     np.testing.assert_allclose(float(got["trust_region_kl"]), float(parts["trust_region_kl"]), rtol=1e-4)
 
 
+def test_without_the_trust_region_the_update_skips_the_average_network_and_its_loss_is_unchanged():
+    """--no-acer-trust-region: the average network's forward is not run (it only shapes the trust region), so the
+    loss must equal acer_loss's with trust_region=False fed the real average policy (which differs from the weights
+    here), and the KL metric reads 0 (it is not measured)."""
+    import acer_math
+    hp = _hp(replay_ratio=0.0, center_frames=True, acer_avg_decay=0.5, acer_trust_region=False,
+             acer_delta=1e-4)  # a small delta, so that the trust region, had it been on, would bind
+    learner = make_learner(hp, discrete(6))
+    agents = _agents(hp)
+    for _ in range(4):
+        rollout, _ = agents.collect(learner.policy(), hp.t_max)
+        learner.train_on(rollout, 1e-3)
+    batch = learner.memories[0].sample(np.random.default_rng(3))
+    B, T = batch.actions.shape[1], hp.t_max
+    out = learner.net.unroll(tf.constant(batch.obs), batch.initial_state, batch.resets)
+    avg = learner.avg_net.unroll(tf.constant(batch.obs[:T]), batch.initial_state, batch.resets[:T])
+    args = (batch.behaviour_probs, out.q_values[:T], batch.actions, learner._learning_rewards(batch.rewards),
+            batch.terminated, batch.truncated, batch.valid, out.value[-1], hp.gamma, hp.acer_c, hp.acer_delta,
+            hp.value_coef, hp.entropy_beta)
+    probs = tf.nn.softmax(out.policy_params[:T])
+    want, parts = acer_math.acer_loss(probs, tf.nn.softmax(avg.policy_params), *args, False)
+    assert float(parts["trust_region_kl"]) > 1e-6  # the average policy differs: had the update used it, the KL shows
+    with_region, _ = acer_math.acer_loss(probs, tf.nn.softmax(avg.policy_params), *args, True)
+    assert abs(float(with_region) - float(want)) > 1e-6  # and the trust region would have changed the loss
+    got = learner._acer_update(True, 0)(
+        batch.obs, batch.actions, batch.rewards, batch.terminated, batch.truncated, batch.valid, batch.resets,
+        batch.initial_state, batch.behaviour_probs, np.zeros(B, np.float32), np.float32(0.0))
+    np.testing.assert_allclose(float(got["loss"]), float(want), rtol=1e-5)
+    assert float(got["trust_region_kl"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(got["trust_region_scale"]) == 0.0
+
+
 def test_a_rollouts_replayed_updates_in_one_call_equal_one_call_each():
     """train_on hands a rollout's replayed batches to one graph (a while loop) instead of one call each: the weights,
     the average network and the optimizer's statistics after it, and the metrics' means, must be those of the
