@@ -498,7 +498,7 @@ class ACERLearner(A3CLearner):
                 if hp.acer_trust_region:
                     avg_params = avg_net.unroll(obs[:T], initial_state, resets[:T], frames_in).policy_params
                 else:  # the average policy only shapes the trust region: without it, its forward is skipped
-                    # (~a third of an Atari update) and trust_region_kl reads 0
+                    # (+9% for a Pong update, docs/throughput.md) and trust_region_kl reads 0
                     avg_params = out.policy_params[:T]
                 if self.action_spec.is_discrete:
                     loss, parts = acer_math.acer_loss(
