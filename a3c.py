@@ -58,6 +58,7 @@ class Trainer:
         self.lock = None
         self.store = None
         self.save_replay = False  # decided in setup: ACER, --save-replay, and room on the disk
+        self.replay_saved_at = time.monotonic()  # the memories start empty: the first is due an interval in
 
     def log(self, msg: str):
         print(msg, file=self.out, flush=True)
@@ -104,7 +105,9 @@ class Trainer:
             warn(f"--save-replay is off: the replay memories take up to {need / 2**30:.2f} GiB and {self.hp.logdir} "
                  f"has {free / 2**30:.2f} GiB free; a resume will start with an empty memory")
             return False
-        self.log(f"replay: saved with each checkpoint (checkpoints/replay-N.npz, compressed; at most "
+        every = ("each checkpoint" if self.hp.replay_save_interval_s <= self.hp.checkpoint_interval_s else
+                 f"a checkpoint every {self.hp.replay_save_interval_s:g} s and with the last one")
+        self.log(f"replay: saved with {every} (checkpoints/replay-N.npz, compressed; at most "
                  f"{need / 2**30:.2f} GiB uncompressed, {free / 2**30:.0f} GiB free)")
         return True
 
@@ -127,16 +130,22 @@ class Trainer:
                 self.paused = False
                 c.changed.notify_all()
 
-    def save(self, pause_timeout_s: float = PAUSE_TIMEOUT_S) -> str | None:
-        """Checkpoint weights, optimizer slots, counters and the episode window (and ACER's replay memories, if
-        --save-replay and no thread is stuck mid-update); returns the checkpoint prefix."""
+    def save(self, pause_timeout_s: float = PAUSE_TIMEOUT_S, with_replay: bool | None = None) -> str | None:
+        """Checkpoint weights, optimizer slots, counters and the episode window, and ACER's replay memories if
+        --save-replay, no thread is stuck mid-update and `with_replay` (None: once --replay-save-interval-s has
+        passed since they were last written); returns the checkpoint prefix."""
+        started = time.monotonic()  # the interval runs from save to save, as the checkpoints' does
+        if with_replay is None:
+            # 1 s of slack: k checkpoint intervals must count as k, however the main loop's 0.5 s ticks fell
+            with_replay = started - self.replay_saved_at >= self.hp.replay_save_interval_s - 1.0
         with self._workers_paused(pause_timeout_s) as all_held:
             with self.counters.lock:
                 counts, window = self.counters.now(), self.run_log.episode_window()
-            replay = self.learner.replay_arrays() if self.save_replay and all_held else None
+            replay = self.learner.replay_arrays() if self.save_replay and with_replay and all_held else None
             t0 = time.perf_counter()
             path = self.store.save(counts, window, replay)
             if replay and (size := self.store.arrays_size(path)):
+                self.replay_saved_at = started
                 in_memory = sum(a.nbytes for a in replay.values())
                 self.log(f"replay: {size / 2**20:,.0f} MiB saved with {path} ({in_memory / 2**20:,.0f} MiB in "
                          f"memory); the save took {time.perf_counter() - t0:.1f} s")
@@ -271,7 +280,7 @@ class Trainer:
             if failure is None:
                 self._write_log(c.env_steps, (c.env_steps - last_steps) / max(time.time() - last_log, 1e-9))
             if not isinstance(failure, CheckpointError):  # a failed save is not retried: the disk is likely full
-                path = self.save(pause_timeout_s=0.0 if stuck else PAUSE_TIMEOUT_S)
+                path = self.save(pause_timeout_s=0.0 if stuck else PAUSE_TIMEOUT_S, with_replay=True)
         except RunError as e:
             failure = RunError(f"{failure}; also {e}") if failure else e
         self.run_log.close()

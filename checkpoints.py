@@ -3,8 +3,10 @@
 A run directory (a3c.py --logdir) holds `config.json`, `.lock` and `checkpoints/`: ckpt-N.index/.data (N = env
 steps), the `checkpoint` state file, a copy of config.json and `episode_window.json`. A checkpoint holds the
 learner's checkpoint_objects() (weights, optimizer slots) and the run's counters (RunCounts). Named arrays the
-caller passes (ACER's replay memories, --save-replay) go beside the newest checkpoint as `replay-N.npz`
-(a zip of .npy files, deflated; np.load reads it), written after the checkpoint, so losing one costs only them.
+caller passes (ACER's replay memories, --save-replay) go beside the checkpoint they were saved with as
+`replay-N.npz` (a zip of .npy files, deflated; np.load reads it), written after it, so losing one costs only them;
+only the newest such file is kept, and a resume takes it even if it is older than the checkpoint resumed (the
+trainer writes them with some checkpoints only: --replay-save-interval-s).
 
 Guarantees: a crash at any moment leaves a state file that names complete checkpoints; a checkpoint is never
 rewritten in place; new files are fsynced; on resume every tensor is read back and an unreadable newest
@@ -50,7 +52,7 @@ WEIGHTS_ONLY_MARKERS = {
     NETWORK_ONLY_FILE: "a slimmed checkpoint (tools/slim_model.py",
 }
 LOCK_FILE = ".lock"
-ARRAYS_FILE = "replay-{}.npz"  # beside ckpt-N: the arrays saved with it (only the newest checkpoint's are kept)
+ARRAYS_FILE = "replay-{}.npz"  # beside ckpt-N: the arrays saved with it (only the newest file is kept)
 
 
 class RunCounts(NamedTuple):
@@ -572,19 +574,27 @@ class CheckpointStore:
 
     def _save_arrays(self, steps: int, arrays: dict):
         """replay-N.npz beside ckpt-N, then the older ones removed. They are not vital: a failure (disk full)
-        warns, removes the partial file and keeps the older file only if its checkpoint is still kept."""
+        warns, removes the partial file and keeps the older file (a resume can still use it)."""
         path = os.path.join(self.ckpt_dir, ARRAYS_FILE.format(steps))
         try:
             write_arrays_atomic(path, arrays)
         except OSError as e:
-            warn(f"could not write {path} ({first_line(e)}); the checkpoint is saved, but a resume from it starts "
-                 f"with an empty replay memory")
-        kept = {ckpt_number(p) for p in listed_checkpoints(self.ckpt_dir) or []}
-        for old in glob.glob(os.path.join(glob.escape(self.ckpt_dir), ARRAYS_FILE.format("*"))):
-            number = re.search(r"replay-(\d+)\.npz$", old)
-            if number and int(number.group(1)) != steps and (os.path.exists(path) or int(number.group(1)) not in kept):
+            warn(f"could not write {path} ({first_line(e)}); the checkpoint is saved, but a resume from it restores "
+                 f"an older replay memory, or none")
+            return
+        for step, old in self._arrays_files():
+            if step != steps:
                 with contextlib.suppress(OSError):
                     os.remove(old)
+
+    def _arrays_files(self) -> list[tuple[int, str]]:
+        """(N, path) of every replay-N.npz in the checkpoint directory, oldest first."""
+        found = []
+        for path in glob.glob(os.path.join(glob.escape(self.ckpt_dir), ARRAYS_FILE.format("*"))):
+            number = re.search(r"replay-(\d+)\.npz$", path)
+            if number:
+                found.append((int(number.group(1)), path))
+        return sorted(found)
 
     def arrays_size(self, prefix: str) -> int | None:
         """Bytes of the arrays file saved with checkpoint `prefix`, None if there is none."""
@@ -593,16 +603,18 @@ class CheckpointStore:
         except OSError:
             return None
 
-    def load_arrays(self, prefix: str) -> dict | None:
-        """The arrays saved beside checkpoint `prefix`, or None with a warning saying why (none saved with it, or
-        the file is damaged): they are never worth a failed resume."""
-        path = os.path.join(self.ckpt_dir, ARRAYS_FILE.format(ckpt_number(prefix)))
-        if not os.path.exists(path):
-            warn(f"no replay memory was saved with {os.path.basename(prefix)} ({os.path.basename(path)} is "
-                 f"missing); the replay starts empty")
+    def load_arrays(self, prefix: str) -> tuple[dict, int] | None:
+        """The newest arrays file's arrays and the env steps of the checkpoint it was saved with (the one of
+        `prefix`, or another when replays are saved with some checkpoints only), or None with a warning saying
+        why (none saved, or the file is damaged): they are never worth a failed resume."""
+        files = self._arrays_files()
+        if not files:
+            warn(f"no replay memory was saved in {self.ckpt_dir} (no {ARRAYS_FILE.format('N')} beside "
+                 f"{os.path.basename(prefix)} or any other checkpoint); the replay starts empty")
             return None
+        step, path = files[-1]
         try:
-            return read_arrays(path)
+            return read_arrays(path), step
         except (OSError, ValueError) as e:
             warn(f"{path} is damaged ({first_line(e)}); the replay starts empty")
             return None

@@ -8,12 +8,11 @@ Must not: start threads or actors, step envs, or hold TensorFlow ops (learner.py
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
 
-from checkpoints import CheckpointStore, RunCounts, check_compatible, check_specs
+from checkpoints import CheckpointStore, RunCounts, check_compatible, check_specs, ckpt_number
 from errors import RunError, warn
 from hparams import HParams
 from run_log import RETURN_WINDOW, RunLog
@@ -74,18 +73,22 @@ def open_run(hp: HParams, specs: tuple, store: CheckpointStore, run_log: RunLog,
 
 
 def restore_replay(learner, store: CheckpointStore, prefix: str, log):
-    """Refill the learner's replay memories from the file saved with checkpoint `prefix`; a missing, damaged or
-    mismatched file warns and leaves them empty (a resume never fails for it)."""
-    arrays = store.load_arrays(prefix)
-    if arrays is None:
+    """Refill the learner's replay memories from the newest replay file (saved with checkpoint `prefix`, or with
+    an earlier one under --replay-save-interval-s); a missing, damaged or mismatched file warns and leaves them
+    empty (a resume never fails for it)."""
+    loaded = store.load_arrays(prefix)
+    if loaded is None:
         return
+    arrays, saved_at = loaded
+    source = f"ckpt-{saved_at}"
     try:
         restored = learner.load_replay_arrays(arrays)
     except ValueError as e:
-        warn(f"the replay memory saved with {os.path.basename(prefix)} does not fit this run ({e}); it starts "
-             f"empty")
+        warn(f"the replay memory saved with {source} does not fit this run ({e}); it starts empty")
         return
-    log(f"replay: restored {restored:,} transitions saved with {os.path.basename(prefix)}")
+    resumed_at = ckpt_number(prefix)
+    older = "" if saved_at == resumed_at else f" (the newest replay file; the weights are ckpt-{resumed_at}'s)"
+    log(f"replay: restored {restored:,} transitions saved with {source}{older}")
 
 
 def target_reached(hp: HParams, run_log: RunLog) -> str | None:

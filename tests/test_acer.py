@@ -228,6 +228,7 @@ def test_cli_trains_resumes_and_evaluates_an_acer_run(acer_run):
 @pytest.mark.parametrize("args, words", [
     (["--replay-ratio", "-1"], "--replay-ratio must be >= 0"),
     (["--replay-batch-envs", "-2"], "--replay-batch-envs must be >= 0"),
+    (["--replay-save-interval-s", "-5"], "--replay-save-interval-s must be >= 0"),
     (["--acer-c", "0"], "--acer-c must be > 0"),
     (["--acer-delta", "-1"], "--acer-delta must be > 0"),
     (["--replay-capacity", "30"], "--replay-capacity 30 holds less than two rollouts of 5 steps x 4 envs"),
@@ -330,7 +331,7 @@ RESUME = SMOKE + ["--algorithm", "acer", "--total-env-steps", 700, "--replay-cap
 
 @pytest.mark.parametrize("damage, words", [
     ("truncate", "is damaged"),
-    ("remove", "no replay memory was saved with ckpt-{n} (replay-{n}.npz is missing)"),
+    ("remove", "(no replay-N.npz beside ckpt-{n} or any other checkpoint)"),
     ("layout", "does not fit this run"),
 ])
 def test_a_missing_damaged_or_foreign_replay_file_warns_and_the_resume_goes_on(acer_run, tmp_path, damage, words):
@@ -369,6 +370,41 @@ def test_no_save_replay_writes_no_replay_file_and_a_full_disk_turns_it_off(acer_
         assert "--save-replay is off: the replay memories take up to" in capsys.readouterr().err
     finally:
         trainer.close()
+
+
+def test_replay_is_saved_every_replay_save_interval_and_always_last_and_a_resume_takes_the_newest(tmp_path):
+    """--replay-save-interval-s: a checkpoint before the interval is up writes no replay file (and keeps the older
+    one), one after it does, the last always does; a resume from a checkpoint without its own file restores the
+    newest older one and says which."""
+    import time
+    from helpers import make_trainer
+    acer = dict(algorithm="acer", replay_capacity=200, replay_start=40, replay_save_interval_s=1200.0)
+    trainer = make_trainer(tmp_path / "run", **acer)
+    replays = lambda: sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("replay-*"))  # noqa: E731
+    try:
+        rollout, _ = trainer.agents[0].collect(trainer.learner.policy(), trainer.hp.t_max)
+        trainer.learner.train_on(rollout, 1e-4, thread=0)  # something in thread 0's memory
+        stored = len(trainer.learner.memories[0])
+        assert stored > 0
+        for steps, due, kept in [(100, False, []), (200, True, ["replay-200.npz"]), (300, False, ["replay-200.npz"])]:
+            trainer.counters.env_steps = steps
+            if due:
+                trainer.replay_saved_at = time.monotonic() - 1200.0
+            trainer.save()
+            assert replays() == kept, (steps, replays())
+        assert "replay: saved with a checkpoint every 1200 s and with the last one" in trainer.out.getvalue()
+    finally:
+        trainer.close()
+    resumed = make_trainer(tmp_path / "run", **acer)
+    try:
+        assert resumed.counters.env_steps == 300 and len(resumed.learner.memories[0]) == stored
+        assert (f"replay: restored {stored:,} transitions saved with ckpt-200 (the newest replay file; the weights "
+                f"are ckpt-300's)") in resumed.out.getvalue()
+        resumed.counters.env_steps = 400
+        resumed.save(with_replay=True)  # as the run's last checkpoint does
+        assert replays() == ["replay-400.npz"]
+    finally:
+        resumed.close()
 
 
 @pytest.mark.parametrize("preset, actions, probs", [("lunarlander", ((4,), np.int32), (4, 4)),
