@@ -123,8 +123,8 @@ class HParams:
     replay_capacity: int = 100_000
     """ACER: transitions (env steps) each learner thread's replay memory keeps; ~7.1 KB each for Atari frames."""
     save_replay: bool = True
-    """ACER: write the replay memories beside each checkpoint (checkpoints/replay-N.npz, compressed; only the newest
-    kept), so a resumed run goes on with a full memory instead of refilling it. Turned off, with a warning, when
+    """ACER: write the replay memories beside a checkpoint (checkpoints/replay-N.npz, compressed; only the newest
+    kept; how often: --replay-save-interval-s), so a resumed run goes on with a full memory instead of refilling it. Turned off, with a warning, when
     the disk has less room than the memories' uncompressed size."""
     replay_save_interval_s: float = 1800.0
     """ACER with --save-replay: seconds between the checkpoints that also write the replay memories (the last
