@@ -257,7 +257,7 @@ class Trainer:
                 with c.lock:
                     steps, episodes = c.env_steps, c.episodes
                 self.run_log.show(steps, episodes)
-                if now - last_log >= hp.log_interval_s:
+                if now - last_log >= hp.log_interval_s and self.run_log.row_due(steps):
                     self._write_log(steps, (steps - last_steps) / (now - last_log))
                     last_log, last_steps = now, steps
                     if (reached := target_reached(hp, self.run_log)) is not None:
@@ -277,7 +277,7 @@ class Trainer:
                   file=sys.stderr, flush=True)
         path = None
         try:
-            if failure is None:
+            if failure is None and self.run_log.row_due(c.env_steps):
                 self._write_log(c.env_steps, (c.env_steps - last_steps) / max(time.time() - last_log, 1e-9))
             if not isinstance(failure, CheckpointError):  # a failed save is not retried: the disk is likely full
                 path = self.save(pause_timeout_s=0.0 if stuck else PAUSE_TIMEOUT_S, with_replay=True)

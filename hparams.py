@@ -176,9 +176,9 @@ class HParams:
     shrinks where the features are small; L ([features, D], starting at --log-std-init) is learned through the
     Gaussian's log-likelihood, log-std = 0.5 log(sum_i f_i^2 exp(2 L_id))."""
     sde_sample_steps: int = 0
-    """--std-head sde only: draw each env's noise matrix anew every this many agent steps. 0: every --t-max steps,
-    once per rollout (the RL Zoo's sde_sample_freq -1; under --t-max-per-thread still every --t-max steps, so not
-    aligned with a thread's own rollouts). Evaluation with --sample draws it the same way."""
+    """--std-head sde only: draw each env's noise matrix anew every this many agent steps. 0: once per rollout,
+    every t_max steps of the thread acting (the RL Zoo's sde_sample_freq -1; under --t-max-per-thread each thread
+    its own length). Evaluation with --sample draws it as thread 0 does."""
     t_max: int = 5
     """Rollout length: agent steps per env between updates; the n of the n-step return."""
     t_max_per_thread: str = ""

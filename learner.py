@@ -59,7 +59,7 @@ class Learner(Protocol):
     device: str
     devices: list
 
-    def policy(self, greedy: bool = False, thread: int = 0): ...
+    def policy(self, greedy: bool = False, thread: int = 0, t_max: int | None = None): ...
 
     def refresh(self, thread: int = 0): ...
 
@@ -156,9 +156,7 @@ class A3CLearner:
         self._assigns = {}  # (trainable only, dtypes) -> set_weights' traced assign
 
     def _make_act(self, net, device):
-        sde_period = self.hp.sde_sample_steps or self.hp.t_max
-
-        def explore(out, seed):
+        def explore(out, seed, sde_period):
             if out.sde_features is None:
                 return net.dist.sample(out.policy_params, seed)
             # gSDE: BatchAgents counts seed[1] up by one per act from 1, so steps 1..period share a noise matrix,
@@ -169,12 +167,13 @@ class A3CLearner:
         @tf.function(input_signature=[tf.TensorSpec([None, *net.obs_spec.shape], net.obs_spec.dtype),
                                       tf.TensorSpec([None, net.state_size], tf.float32),
                                       tf.TensorSpec([None], tf.bool), tf.TensorSpec([2], tf.int32),
-                                      tf.TensorSpec([], tf.bool)])
-        def act(obs, state, reset, seed, greedy):
+                                      tf.TensorSpec([], tf.bool), tf.TensorSpec([], tf.int32)])
+        def act(obs, state, reset, seed, greedy, sde_period):
             with tf.device(device):
                 state = tf.where(reset[:, None], tf.zeros_like(state), state)
                 out = net(obs, state)
-                action = tf.cond(greedy, lambda: net.dist.mode(out.policy_params), lambda: explore(out, seed))
+                action = tf.cond(greedy, lambda: net.dist.mode(out.policy_params),
+                                 lambda: explore(out, seed, sde_period))
                 # mu(a|s) for V-trace: what the acting weights thought of the action they chose
                 return action, out.value, out.state, net.dist.log_prob(out.policy_params, action), out.policy_params
         return act
@@ -277,13 +276,15 @@ class A3CLearner:
                 return tf.constant(True)
         return gradients, apply, update_obs_norm
 
-    def policy(self, greedy: bool = False, thread: int = 0):
-        """A batch_agents.PolicyFn for learner thread `thread` (its device's replica)."""
+    def policy(self, greedy: bool = False, thread: int = 0, t_max: int | None = None):
+        """A batch_agents.PolicyFn for learner thread `thread` (its device's replica). gSDE holds its noise for
+        --sde-sample-steps, else for the rollout length `t_max` (default: that thread's)."""
         greedy_t = tf.constant(greedy)
+        sde_period = tf.constant(self.hp.sde_sample_steps or t_max or self.hp.t_max_of(thread), tf.int32)
         act = self.acts[thread % len(self.acts)]
 
         def call(obs, state, reset, seed):
-            return act(obs, state, reset, seed, greedy_t)
+            return act(obs, state, reset, seed, greedy_t, sde_period)
         return call
 
     def refresh(self, thread: int = 0):

@@ -3,11 +3,14 @@
     python plot.py runs/pong                    # -> runs/pong/curves.png
     python plot.py runs/pong --out docs/pong    # -> docs/pong.png
     python plot.py runs/a3c runs/acer --labels A3C,ACER --out docs/vs   # several runs on the same axes
+    python plot.py runs/a3c runs/acer --at 1M,2M,3M       # a table: each run's mean return at those env steps
 
 Reads RUN_DIR/progress.csv (written by a3c.py every --log-interval-s) and draws the mean raw episode return
 of the last 100 episodes against env steps, episodes and wall-clock training time, side by side in one PNG.
 With several run directories each gets its own colour and a legend entry (its label, or its directory name).
-Owns: reading progress.csv and drawing the curves.
+`--at` prints a markdown table instead (the PNG too only if --out is given): per run, the mean return of the last
+row at or before each env step count, and of its last row.
+Owns: reading progress.csv, drawing the curves and tabulating them.
 Must not: import TensorFlow or the trainer, so that plotting is quick and never disturbs a run in progress.
 """
 from __future__ import annotations
@@ -36,14 +39,60 @@ def parse_args(argv=None):
                    help="output PNG path or prefix (.png is appended if missing); default RUN_DIR/curves.png "
                         "(required with several runs)")
     p.add_argument("--labels", default=None, help="comma-separated legend labels, one per RUN_DIR")
+    p.add_argument("--at", default=None, metavar="STEPS",
+                   help="comma-separated env step counts (250k, 1.5M or 3000000): print each run's mean return there "
+                        "as a markdown table; the PNG is then drawn only if --out is given")
     args = p.parse_args(argv)
     labels = args.labels.split(",") if args.labels else None
     if labels is not None and len(labels) != len(args.run_dirs):
         raise PlotError(f"--labels has {len(labels)} labels for {len(args.run_dirs)} runs; give one per run")
-    if len(args.run_dirs) > 1 and args.out is None:
-        raise PlotError("several runs need --out PATH for the one PNG that compares them")
+    args.at = parse_steps(args.at) if args.at is not None else None
+    if len(args.run_dirs) > 1 and args.out is None and args.at is None:
+        raise PlotError("several runs need --out PATH for the one PNG that compares them (or --at for a table)")
     args.labels = labels
     return args
+
+
+_SUFFIXES = {"k": 1e3, "m": 1e6}
+
+
+def parse_steps(text: str) -> list[int]:
+    """'250k,1.5M,3000000' -> [250000, 1500000, 3000000], increasing; PlotError on anything else."""
+    steps = []
+    for token in text.split(","):
+        token = token.strip()
+        scale = _SUFFIXES.get(token[-1:].lower(), 1.0)
+        try:
+            value = float(token[:-1] if scale != 1.0 else token) * scale
+        except ValueError:
+            value = float("nan")
+        if not value > 0 or value != value:
+            raise PlotError(f"--at {text}: {token!r} is not an env step count; give e.g. 250k,1.5M,3000000")
+        steps.append(int(round(value)))
+    if steps != sorted(set(steps)):
+        raise PlotError(f"--at {text}: give the step counts once each, in increasing order")
+    return steps
+
+
+def _steps_label(steps: float, digits: int = 6) -> str:
+    return (f"{steps / 1e6:.{digits}g}M" if steps >= 1e6 else f"{steps / 1e3:.{digits}g}k" if steps >= 1e3
+            else f"{steps:.{digits}g}")
+
+
+def table(curves: list[tuple[str, dict]], at: list[int]) -> str:
+    """A markdown table: per run, the mean return of its last row at or before each of `at` ('-' before its first
+    row or past its end), then its last row's."""
+    lines = ["| run | " + " | ".join(_steps_label(s) for s in at) + " | last row |",
+             "|---|" + "---:|" * (len(at) + 1)]
+    for label, columns in curves:
+        steps, returns = columns["env_steps"], columns["mean_return"]
+        cells = []
+        for target in at:
+            before = [r for s, r in zip(steps, returns) if s <= target]
+            cells.append(f"{before[-1]:,.1f}" if before and target <= steps[-1] else "-")
+        cells.append(f"{returns[-1]:,.1f} at {_steps_label(steps[-1], digits=3)}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def read_progress(csv_path: str, returns_only: bool = True) -> dict[str, list[float]]:
@@ -126,10 +175,16 @@ def plot(curves: list[tuple[str, dict]], out_path: str, title: str):
     else:
         fig.suptitle(title)
         axes[0].legend(loc="best", fontsize="small")
+    save_figure(fig, out_path, dpi=110)
+
+
+def save_figure(fig, out_path: str, dpi: int, flag: str = "--out") -> None:
+    """Write fig to out_path and close it; PlotError naming `flag` if the file cannot be written."""
+    import matplotlib.pyplot as plt
     try:
-        fig.savefig(out_path, dpi=110)
+        fig.savefig(out_path, dpi=dpi)
     except OSError as e:
-        raise PlotError(f"cannot write {out_path} ({e.strerror}); choose a writable --out") from None
+        raise PlotError(f"cannot write {out_path} ({e.strerror}); choose a writable {flag}") from None
     finally:
         plt.close(fig)
 
@@ -164,6 +219,10 @@ def main(argv=None) -> int:
             label = args.labels[i] if args.labels else os.path.basename(os.path.normpath(os.path.abspath(run_dir)))
             curves.append((label, read_progress(csv_path)))
             run_dirs.append(run_dir)
+        if args.at is not None:
+            print(table(curves, args.at))
+            if args.out is None:
+                return 0
         out = png_path(args.out or os.path.join(run_dirs[0], "curves"))
         title = run_title(run_dirs[0]) if len(curves) == 1 else run_env_id(run_dirs[0]) or "runs compared"
         plot(curves, out, title)

@@ -383,7 +383,7 @@ class ParameterServer(_Actor):
         hp, c = self.hp, self.counters
         self.stopping |= stop
         now = time.time()
-        if now - self.last_log >= hp.log_interval_s:
+        if now - self.last_log >= hp.log_interval_s and self.run_log.row_due(c.env_steps):
             self._write_log(now)
             if not self.stopping and (reached := target_reached(hp, self.run_log)) is not None:
                 self.stop_line, self.stopping = reached, True
@@ -411,7 +411,8 @@ class ParameterServer(_Actor):
         line) for run_state.report."""
         failure, path = None, None
         try:
-            self._write_log(time.time())
+            if self.run_log.row_due(self.counters.env_steps):
+                self._write_log(time.time())
             path = self.save()
         except RunError as e:
             failure = str(e)
@@ -604,7 +605,7 @@ class RolloutWorker(_Actor):
         import ray
         hp, agent, g = self.hp, self.agents[i], self.global_thread(i)
         t_max = hp.t_max_of(g)
-        policy = self.acting.policy(thread=0)
+        policy = self.acting.policy(thread=0, t_max=t_max)  # one device here; gSDE's noise per this rollout length
         in_flight, updates = None, 0
         try:
             if self.barrier is not None:

@@ -92,6 +92,7 @@ class RunLog:
         self.dead_units_wanted = threading.Event()
         self.lock = threading.Lock()
         self.writer = self.csv_file = self.csv_writer = self.bar = None
+        self.row_steps = -1  # the env steps of the last row (open() sets the resume step)
 
     # -- episodes ------------------------------------------------------------------------------------------
     def restore_window(self, window: list):
@@ -133,6 +134,7 @@ class RunLog:
         import tensorflow as tf
         from tqdm import tqdm
         hp = self.hp
+        self.row_steps = env_steps  # a resumed run's previous session ended with a row at its resume step
         with io_errors(f"cannot write logs to {hp.logdir}"):
             self.writer = tf.summary.create_file_writer(hp.logdir)
             with self.writer.as_default():
@@ -190,6 +192,11 @@ class RunLog:
                     tf.summary.graph(graph)
                 writer.close()
 
+    def row_due(self, env_steps: int) -> bool:
+        """Whether a row at `env_steps` would be new: progress.csv is keyed by env steps, so a log interval in which
+        no rollout was counted (an update still tracing, a stall) writes no second row at the same step."""
+        return env_steps > self.row_steps
+
     def write(self, counts: RunCounts, skipped_updates: int, episodes: list, steps_per_s: float,
               learning_rate: float):
         """One row: the counters, the episodes ended since the last row, and the telemetry aggregated."""
@@ -198,7 +205,7 @@ class RunLog:
         while self.telemetry:
             telemetry.append(self.telemetry.popleft())
         self.restore_window(episodes)
-        steps = counts.env_steps
+        steps = self.row_steps = counts.env_steps
         row = dict(env_steps=steps, wall_time_s=round(counts.wall_time_s, 2), episodes=counts.episodes,
                    updates=counts.updates, mean_return=_mean(self.recent_returns),
                    mean_length=_mean(self.recent_lengths), steps_per_second=round(steps_per_s, 1),

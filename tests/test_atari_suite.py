@@ -140,3 +140,12 @@ def test_the_suite_plot_without_a_progress_csv_is_one_line_exit_2(tmp_path):
                           "--plot", str(tmp_path / "suite.png")], capture_output=True, text=True)
     assert out.returncode == 2 and "no progress.csv at" in out.stderr and "beside its summary.json" in out.stderr
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr and not (tmp_path / "suite.png").exists()
+
+
+def test_the_suite_plot_to_an_unwritable_path_is_one_line_exit_2(tmp_path, capsys):
+    _write(tmp_path, "Qbert", _summary(16000.0))
+    _write_progress(tmp_path, "Qbert", [(5_000_000, 120, 9000.0), (10_000_000, 260, 16000.0)])
+    (tmp_path / "taken.png").mkdir()
+    assert atari_table.main(["--models", str(tmp_path), "--plot", str(tmp_path / "taken.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write" in err and "choose a writable --plot path" in err

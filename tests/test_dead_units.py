@@ -1,5 +1,5 @@
-"""Dead ReLU units: the per-layer share the network reports, what a training run logs of it, and progress.csv
-files of older versions (without those columns) that a resume rewrites."""
+"""Dead ReLU units: the per-layer share the network reports, what a training run logs of it, and progress.csv:
+files of older versions (without those columns) that a resume rewrites, one row per step count."""
 import csv
 
 import numpy as np
@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import network
 from helpers import make_trainer, progress_rows, small_hp
+from checkpoints import RunCounts
 from run_log import PROGRESS_FIELDS, RunLog
 
 NUM_ACTIONS = 6
@@ -100,3 +101,13 @@ def test_an_older_progress_csv_gets_the_new_columns_and_keeps_its_rows(tmp_path)
     assert reader.fieldnames == PROGRESS_FIELDS
     assert [r["env_steps"] for r in rows] == ["100", "200"] and rows[0]["mean_return"] == "-20.5"
     assert rows[0]["dead_conv0"] == "" and rows[0]["time_other"] == "1"
+
+
+def test_a_resumed_run_writes_no_second_row_at_a_step_count_already_written(tmp_path):
+    run_log = RunLog(small_hp(tmp_path))
+    run_log.open(200)  # resumed at 200, where the previous session's last row is
+    assert not run_log.row_due(200) and run_log.row_due(201)
+    run_log.write(RunCounts(300, 4, 10, 1.0), 0, [(1.0, 50)], 100.0, 1e-3)
+    assert not run_log.row_due(300) and run_log.row_due(320)
+    run_log.close()
+    assert [r["env_steps"] for r in csv.DictReader(open(tmp_path / "progress.csv"))] == ["300"]

@@ -112,6 +112,39 @@ def test_plot_compares_several_runs_in_one_png(tmp_path, capsys):
     assert "several runs need --out" in capsys.readouterr().err
 
 
+def test_plot_at_tabulates_each_runs_mean_return_at_the_given_env_steps(tmp_path, capsys):
+    import plot
+    _progress_csv(tmp_path / "a", range(-21, 0))  # rows at 1000, 2000, ..., 21000 env steps
+    _progress_csv(tmp_path / "b", [-20.0, -10.5, 1234.25])  # rows at 1000, 2000, 3000
+    assert plot.main([str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "A,B", "--at", "1.5k,3000,4k"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| run | 1.5k | 3k | 4k | last row |"
+    assert lines[2] == "| A | -21.0 | -19.0 | -18.0 | -1.0 at 21k |"  # the last row at or before each count
+    assert lines[3] == "| B | -20.0 | 1,234.2 | - | 1,234.2 at 3k |"  # 4k is past B's end
+    assert len(lines) == 4 and not list(tmp_path.glob("**/*.png"))  # a table only, without --out
+
+
+@pytest.mark.parametrize("at, message", [("1M,abc", "'abc' is not an env step count"),
+                                         ("2M,1M", "once each, in increasing order"),
+                                         ("0", "'0' is not an env step count"),
+                                         ("1M,,2M", "'' is not an env step count")])
+def test_plot_at_rejects_what_is_not_an_increasing_list_of_step_counts(tmp_path, capsys, at, message):
+    import plot
+    _progress_csv(tmp_path / "a", range(-21, 0))
+    assert plot.main([str(tmp_path / "a"), "--at", at]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and err.startswith("error: --at")
+
+
+def test_plot_to_an_unwritable_out_is_a_one_line_error(tmp_path, capsys):
+    import plot
+    _progress_csv(tmp_path / "a", range(-21, 0))
+    (tmp_path / "taken.png").mkdir()  # a directory where the picture should go: savefig cannot open it
+    assert plot.main([str(tmp_path / "a"), "--out", str(tmp_path / "taken.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write" in err and "choose a writable --out" in err
+
+
 def test_plot_without_returns_is_a_one_line_error(tmp_path):
     result = run("plot.py", str(tmp_path))
     assert result.returncode == 2

@@ -224,9 +224,10 @@ def test_a_row_in_legs_trains_each_leg_on_from_the_last_and_reads_them_back(tmp_
     assert "seed 0: leg 1 of 2: training in" in printed and "seed 0: leg 2 of 2: training in" in printed
     entry = json.load(open(out / "summary.json"))["seeds"][0]
     assert entry["env_steps"] == 3000 and entry["train_command"].count(" && ") == 1
-    rows = {}  # the first row at a step count: leg 2 may log at 1000 again before its first update
-    for r in csv.DictReader(open(out / "seed-0" / "progress.csv")):
-        rows.setdefault(int(r["env_steps"]), float(r["learning_rate"]))
+    table = list(csv.DictReader(open(out / "seed-0" / "progress.csv")))
+    steps = [int(r["env_steps"]) for r in table]
+    assert steps == sorted(set(steps))  # one row per step count: leg 2 logs nothing at 1000 before its first update
+    rows = {int(r["env_steps"]): float(r["learning_rate"]) for r in table}
     lr = hparams.parse_args(["--preset", "cartpole"]).learning_rate
     assert rows[1000] == pytest.approx(lr * (1 - 1000 / 3000), rel=0.1)  # leg 1: the linear schedule over 3000
     assert rows[max(rows)] == pytest.approx(lr) and max(rows) == 3000  # leg 2: constant

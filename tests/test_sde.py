@@ -80,6 +80,21 @@ def test_acting_holds_each_envs_noise_matrix_for_a_rollout_or_the_given_steps(sd
     assert not np.allclose(step1, step2)  # the shared head's noise is fresh at every step
 
 
+def test_under_t_max_per_thread_each_thread_holds_the_noise_for_its_own_rollout():
+    learner = make_learner(hp_for("LunarLanderContinuous-v3", std_head="sde", threads=2, t_max_per_thread="4,2"),
+                           BOX, obs=FLAT)
+    obs = np.random.default_rng(3).normal(size=(3, 8)).astype(np.float32)
+    state, reset = np.zeros((3, 0), np.float32), np.zeros(3, bool)
+    for thread, period in ((0, 4), (1, 2)):
+        policy = learner.policy(thread=thread)
+        acted = [np.asarray(policy(obs, state, reset, np.array([7, step], np.int32))[0]) for step in range(1, 6)]
+        for step in range(1, 5):  # BatchAgents counts seed[1] from 1: steps 1..period share one matrix
+            assert np.allclose(acted[step], acted[0]) == (step < period), (thread, step)
+    by_length = learner.policy(thread=0, t_max=2)  # the Ray executor's acting copy: one device, the rollout's length
+    assert not np.allclose(by_length(obs, state, reset, np.array([7, 3], np.int32))[0],
+                           by_length(obs, state, reset, np.array([7, 1], np.int32))[0])
+
+
 def test_pendulum_with_gsde_trains_evaluates_sampled_and_resumes_only_with_it(tmp_path):
     logdir = str(tmp_path / "run")
     env = cli_env(fake=False)

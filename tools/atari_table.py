@@ -149,13 +149,10 @@ def suite_figure(curves: dict):
 def plot_suite(models_dir: str, out_path: str) -> None:
     """suite_figure of the shipped runs in models_dir, written to out_path."""
     fig = suite_figure({game: read_curve(models_dir, game) for game in atari_suite.GAMES})
-    import matplotlib.pyplot as plt  # after suite_figure chose the Agg backend
     try:
-        fig.savefig(out_path, dpi=90)
-    except OSError as e:
-        raise TableError(f"cannot write {out_path} ({e.strerror}); choose a writable --plot path") from None
-    finally:
-        plt.close(fig)
+        plot_lib.save_figure(fig, out_path, dpi=90, flag="--plot path")
+    except plot_lib.PlotError as e:
+        raise TableError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
