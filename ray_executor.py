@@ -33,6 +33,7 @@ Must not: contain TensorFlow ops or loss math (learner.py), file formats (checkp
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -428,6 +429,14 @@ class ParameterServer(_Actor):
         if self.stop_line:
             closing = f"{self.stop_line}; {closing}"
         return self.errors, failure, path, closing
+
+
+    def release(self):
+        """After a failure the server cannot save past (a shard died): close the logs and let go of the run
+        directory now, so that the command run again resumes at once instead of finding it locked until Ray
+        reaps this actor."""
+        self.run_log.close()
+        self.lock.release()
 
 
 class ParameterShard(_Actor):
@@ -846,7 +855,7 @@ class Driver:
                 try:
                     steps, episodes, mean_return, done = ray.get(server.tick.remote(stop))
                 except ray.exceptions.RayError as e:
-                    return self._server_died(e)
+                    return self._server_died(e, server)
                 bar.update(min(steps, step_budget(hp)) - bar.n)
                 bar.set_postfix(ret=mean_return, eps=episodes, refresh=False)
                 if stop:
@@ -861,7 +870,7 @@ class Driver:
         try:
             server_errors, failure, path, closing = ray.get(server.finish.remote())
         except ray.exceptions.RayError as e:
-            return self._server_died(e)
+            return self._server_died(e, server)
         self.log(f"pushes sent by the workers still alive at the end: {pushes}")
         return report(errors + server_errors, RunError(failure) if failure else None, path, closing, self.log)
 
@@ -880,11 +889,14 @@ class Driver:
                 pass  # a worker that failed while stopping: the server has what it pushed
         return pushes
 
-    def _server_died(self, e) -> int:
+    def _server_died(self, e, server) -> int:
+        import ray
         # The workers' run() calls still pending fail with the server or its shard; this line reports it, so Ray
         # must not print each of them as an "Unhandled error" when they are dropped.
         os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
         if isinstance(getattr(e, "cause", None), RunError):  # alive, but it could not go on (a shard died)
+            with contextlib.suppress(ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+                ray.get(server.release.remote(), timeout=JOIN_TIMEOUT_S)
             print(f"error: {e.cause}", file=sys.stderr, flush=True)
             return 1
         print(f"error: the parameter server died ({_cause(e)}); training stopped - the newest checkpoint in "

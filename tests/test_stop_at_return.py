@@ -50,10 +50,10 @@ def test_parameter_server_stops_its_workers_once_the_full_window_reaches_the_tar
     server = ray_executor.ParameterServer(hp, (ObsSpec((4,), "float32"), discrete(2)))
     server.open()
     server.run_log.add_episodes([9.0] * 99, [10] * 99)
-    server.last_log = 0.0
+    server.counters.env_steps, server.last_log = 990, 0.0  # as the pushes that ended those episodes would count
     assert server.tick()[3] is False  # 99 episodes: the window is not full yet
     server.run_log.add_episodes([9.0], [10])
-    server.last_log = 0.0
+    server.counters.env_steps, server.last_log = 1000, 0.0
     assert server.tick()[3] is True
     errors, failure, path, closing = server.finish()
     assert not errors and failure is None and path
