@@ -417,8 +417,7 @@ class ParameterServer(_Actor):
             path = self.save()
         except RunError as e:
             failure = str(e)
-        self.run_log.close()
-        self.lock.release()
+        self.release()
         c = self.counters
         if self.barrier is not None:
             closing = (f"{summary(c, self.run_log)}; rounds applied {c.updates}, contributions skipped (not finite) "
