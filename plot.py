@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import sys
 
@@ -65,8 +66,8 @@ def parse_steps(text: str) -> list[int]:
         try:
             value = float(token[:-1] if scale != 1.0 else token) * scale
         except ValueError:
-            value = float("nan")
-        if not value > 0 or value != value:
+            value = 0.0
+        if not (value > 0 and math.isfinite(value)):
             raise PlotError(f"--at {text}: {token!r} is not an env step count; give e.g. 250k,1.5M,3000000")
         steps.append(int(round(value)))
     if steps != sorted(set(steps)):

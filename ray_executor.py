@@ -429,7 +429,6 @@ class ParameterServer(_Actor):
             closing = f"{self.stop_line}; {closing}"
         return self.errors, failure, path, closing
 
-
     def release(self):
         """After a failure the server cannot save past (a shard died): close the logs and let go of the run
         directory now, so that the command run again resumes at once instead of finding it locked until Ray

@@ -127,7 +127,8 @@ def test_plot_at_tabulates_each_runs_mean_return_at_the_given_env_steps(tmp_path
 @pytest.mark.parametrize("at, message", [("1M,abc", "'abc' is not an env step count"),
                                          ("2M,1M", "once each, in increasing order"),
                                          ("0", "'0' is not an env step count"),
-                                         ("1M,,2M", "'' is not an env step count")])
+                                         ("1M,,2M", "'' is not an env step count"),
+                                         ("infk", "'infk' is not an env step count")])
 def test_plot_at_rejects_what_is_not_an_increasing_list_of_step_counts(tmp_path, capsys, at, message):
     import plot
     _progress_csv(tmp_path / "a", range(-21, 0))
